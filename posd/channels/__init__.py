@@ -1,0 +1,35 @@
+# SPDX-License-Identifier: MIT
+"""Payment channels: one small class per channel behind the :class:`Channel` protocol.
+
+Adapters never raise for business outcomes and never return dicts: every call returns a
+``posd.sale.ChannelResult`` value. Transport errors map by urllib3's rule: a connect error
+(the request surely never arrived) is ``Unknown(may_have_arrived=False)``; a read timeout,
+reset, 5xx, garbage or a bad signature is ``Unknown(may_have_arrived=True)``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+from posd.money import Fen
+from posd.sale import ChannelResult
+
+
+class Channel(Protocol):
+    name: ClassVar[str]
+
+    def pay(self, out_trade_no: str, amount: Fen, auth_code: str, subject: str) -> ChannelResult:
+        """Send the synchronous pay request (micropay / alipay.trade.pay)."""
+        ...
+
+    def query(self, out_trade_no: str, amount: Fen) -> ChannelResult:
+        """Ask for the trade's state."""
+        ...
+
+    def reverse(self, out_trade_no: str) -> ChannelResult:
+        """Reverse / cancel the trade (refunds it if it was paid)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: MIT
+"""Payment codes: classification by prefix, masking, double-read filtering. [core]
+
+Prefix rules as published per channel (reference/channels.md §1.12, §2.13, §3):
+WeChat 18 digits starting 10-15; Alipay 16-24 digits starting 25-30; UnionPay 19 digits
+starting 62. Prefix tables drift, so they are configurable (``[[codes.rules]]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from posd.errors import CodeError
+
+CHANNEL_LABELS = {"wechat": "WeChat Pay", "alipay": "Alipay", "unionpay": "UnionPay"}
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixRule:
+    """Codes of ``min_length``..``max_length`` ASCII digits starting with one of ``prefixes``."""
+
+    channel: str
+    prefixes: tuple[str, ...]
+    min_length: int
+    max_length: int
+
+    def matches(self, code: str) -> bool:
+        return self.min_length <= len(code) <= self.max_length and code.startswith(self.prefixes)
+
+
+DEFAULT_RULES: tuple[PrefixRule, ...] = (
+    PrefixRule("wechat", ("10", "11", "12", "13", "14", "15"), 18, 18),
+    PrefixRule("alipay", ("25", "26", "27", "28", "29", "30"), 16, 24),
+    PrefixRule("unionpay", ("62",), 19, 19),
+)
+
+
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def classify(code: str, rules: Iterable[PrefixRule] = DEFAULT_RULES) -> str:
+    """Return the channel a scanned code belongs to, or raise CodeError with a cashier's reason."""
+    if not code:
+        raise CodeError("nothing was read: scan the customer's payment code again")
+    if not _ascii_digits(code):
+        raise CodeError(
+            "this is not a payment code (payment codes are digits only): ask the customer to "
+            "open the payment code (付款码) in WeChat or Alipay"
+        )
+    for rule in rules:
+        if rule.matches(code):
+            return rule.channel
+    raise CodeError(
+        f"this {len(code)}-digit code is not a WeChat Pay, Alipay or UnionPay payment code: "
+        "ask the customer to open the payment code (付款码) and scan again"
+    )
+
+
+def route(code: str, enabled: Iterable[str], rules: Iterable[PrefixRule] = DEFAULT_RULES) -> str:
+    """Classify ``code`` and refuse it unless its channel is enabled at this store."""
+    channel = classify(code, rules)
+    if channel not in set(enabled):
+        label = CHANNEL_LABELS.get(channel, channel)
+        raise CodeError(f"{label} is not accepted at this till: ask the customer to pay another way")
+    return channel
+
+
+def mask(code: str) -> str:
+    """First 4 + last 4 characters; everything else hidden. '134567890123450001' -> '1345…0001'."""
+    if len(code) <= 8:
+        return "…" if code else ""
+    return f"{code[:4]}…{code[-4:]}"
+
+
+class DoubleReadFilter:
+    """Drop the same code read again within ``window_s`` (scanners in continuous mode do this).
+
+    No I/O: the caller passes a monotonic ``now``.
+    """
+
+    def __init__(self, window_s: float = 2.0) -> None:
+        self._window_s = window_s
+        self._last: tuple[str, float] | None = None
+
+    def is_repeat(self, code: str, now: float) -> bool:
+        last, self._last = self._last, (code, now)
+        return last is not None and last[0] == code and now - last[1] < self._window_s

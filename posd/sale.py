@@ -1,0 +1,492 @@
+# SPDX-License-Identifier: MIT
+"""The payment state machine. [core]
+
+Rule 1: everything that decides a sale's state or its next step lives here.
+Rule 2: this module does no I/O and reads no clock: time arrives as ``now`` (epoch seconds,
+wall clock, so that deadlines survive a restart), channel answers arrive as values.
+
+Theory of operation
+-------------------
+A sale is one attempt to take one amount with one payment code. The shell (``engine.py``)
+persists the sale, then performs ``sale.next_action`` at ``sale.next_at``, feeds the channel's
+answer to :func:`on_result` and persists what comes back, until the state is final.
+
+- Write-ahead: :func:`start_pay` returns a sale whose ``next_action`` is ``PAY``; the shell
+  commits it before sending anything. A sale found on disk with ``next_action == PAY`` after a
+  crash may or may not have reached the channel: :func:`resume` turns it into a query.
+- Unknown is never declined: only :class:`Declined` (an explicit business failure) and
+  :class:`Closed` (the channel says the trade is closed with no money taken) end in
+  ``DECLINED``. Timeouts, resets, 5xx, bad signatures are :class:`Unknown` -> query.
+- ``pay`` is sent again (same ``out_trade_no``) only after ``Unknown(may_have_arrived=False)``
+  (a connect error: the channel surely never saw it); otherwise we query.
+- Deadline: once ``deadline_at`` passes without a final answer the sale goes to
+  ``REVERSING``; the reverse is never sent before ``pay_sent_at + min_reverse_delay_s``
+  (WeChat: 15 s). Reverse is repeated while the channel says so or gives no answer; a
+  definite refusal, too many recalls, or no answer for ``reverse_give_up_s`` ends in
+  ``NEEDS_ATTENTION``: a person must act, and the sale says so everywhere.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import assert_never
+
+from posd.errors import InvariantError
+from posd.money import Fen
+
+
+class State(enum.StrEnum):
+    """A sale's state; the values are what is stored and shown by the API."""
+
+    AWAITING_CODE = "awaiting_code"
+    PAYING = "paying"
+    CONFIRMING = "confirming"
+    PAID = "paid"
+    DECLINED = "declined"
+    REVERSING = "reversing"
+    REVERSED = "reversed"
+    CANCELLED = "cancelled"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+class Action(enum.StrEnum):
+    """What the shell must do next for a non-final sale."""
+
+    PAY = "pay"
+    QUERY = "query"
+    REVERSE = "reverse"
+
+
+FINAL: frozenset[State] = frozenset(
+    {State.PAID, State.DECLINED, State.REVERSED, State.CANCELLED, State.NEEDS_ATTENTION}
+)
+
+#: Every legal transition (a state may also stay where it is). Checked by tests and drawn
+#: in docs/state-machine.md. NEEDS_ATTENTION is final for the machinery; a person resolves
+#: it (manual reverse or refund) and posd records what they did.
+TRANSITIONS: Mapping[State, frozenset[State]] = {
+    State.AWAITING_CODE: frozenset({State.PAYING, State.CANCELLED}),
+    State.PAYING: frozenset(
+        {State.CONFIRMING, State.PAID, State.DECLINED, State.REVERSING, State.NEEDS_ATTENTION}
+    ),
+    State.CONFIRMING: frozenset(
+        {State.PAYING, State.PAID, State.DECLINED, State.REVERSING, State.NEEDS_ATTENTION}
+    ),
+    State.REVERSING: frozenset({State.REVERSED, State.DECLINED, State.NEEDS_ATTENTION}),
+    State.PAID: frozenset(),
+    State.DECLINED: frozenset(),
+    State.REVERSED: frozenset(),
+    State.CANCELLED: frozenset(),
+    State.NEEDS_ATTENTION: frozenset({State.PAID, State.REVERSED}),
+}
+
+
+# --- channel answers, as values -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Paid:
+    """The channel confirms the money was taken."""
+
+    channel_trade_no: str
+    amount: Fen
+
+
+@dataclass(frozen=True, slots=True)
+class Declined:
+    """An explicit business failure: no money moved (e.g. NOTENOUGH, AUTHCODEEXPIRE)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The customer is confirming on the phone (USERPAYING / 10003), or reverse said recall=Y."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """No usable answer. ``may_have_arrived=False`` only for a connect error."""
+
+    detail: str
+    may_have_arrived: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """The channel has no trade under this out_trade_no (yet)."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The trade is closed: unpaid and closed, or reversed.
+
+    ``refunded``: True when the channel says money went back (Alipay ``action=refund``), False
+    when it says none was taken (``action=close``), None when it does not say (WeChat reverse).
+    """
+
+    detail: str = ""
+    refunded: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The payment failed but the trade must be reversed to close it (WeChat PAYERROR)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A definite refusal of a reverse (REVERSE_EXPIRE, merchant errors): a person must act."""
+
+    code: str
+    message: str
+
+
+ChannelResult = Paid | Declined | Pending | Unknown | NotFound | Closed | Failed | Refused
+
+
+# --- policy -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Timing of one channel. Values, so tests and benchmarks can vary them."""
+
+    deadline_s: float = 30.0
+    #: Delays before query 1, 2, ...; the last one repeats. Dense early, where most customers
+    #: confirm (see docs/benchmarks.md for the mix and the figures).
+    query_intervals_s: tuple[float, ...] = (
+        0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 1.2, 1.5, 2.0, 2.5, 3.0,
+    )
+    pay_retry_delay_s: float = 1.0
+    min_reverse_delay_s: float = 0.0
+    reverse_backoff_s: tuple[float, ...] = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+    recall_delay_s: float = 1.0
+    max_recalls: int = 10
+    #: No definite reverse answer this long after the deadline -> needs_attention. WeChat only
+    #: reverses orders up to 7 days old; a person must refund before then.
+    reverse_give_up_s: float = 6 * 24 * 3600.0
+
+
+WECHAT_POLICY = Policy(min_reverse_delay_s=15.0)  # "请勿扣款后立即调用撤销，建议至少15秒后再调用"
+
+
+# --- the sale ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sale:
+    """One payment attempt. Frozen: it is persisted after every step."""
+
+    out_trade_no: str
+    amount: Fen
+    created_at: float
+    state: State = State.AWAITING_CODE
+    id: int = 0
+    order_ref: str | None = None
+    subject: str = ""
+    channel: str | None = None
+    auth_code_masked: str | None = None
+    updated_at: float = 0.0
+    pay_sent_at: float | None = None
+    deadline_at: float | None = None
+    paid_at: float | None = None
+    next_action: Action | None = None
+    next_at: float | None = None
+    pay_attempts: int = 0
+    queries: int = 0
+    reverse_attempts: int = 0
+    recalls: int = 0
+    #: False only while every pay attempt so far surely never reached the channel.
+    pay_maybe_arrived: bool = False
+    refunded: bool | None = None
+    channel_trade_no: str | None = None
+    decline_code: str | None = None
+    message: str = ""
+    detail: str = field(default="", compare=False)
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+
+_OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_-]{1,32}", re.ASCII)
+
+
+def make_out_trade_no(store_id: str, terminal_id: str, now: float, seq: int) -> str:
+    """Store + terminal + UTC second + persisted sequence: unique across terminals and restarts.
+
+    >>> make_out_trade_no("S001", "T01", 0.0, 7)
+    'S001T01700101000000000007'
+    """
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%y%m%d%H%M%S")
+    value = f"{store_id}{terminal_id}{stamp}{seq % 1_000_000:06d}"
+    if _OUT_TRADE_NO.fullmatch(value) is None:
+        raise InvariantError(f"out_trade_no {value!r} is not 1-32 of [0-9A-Za-z_-]")
+    return value
+
+
+def _move(sale: Sale, state: State, now: float, **changes: object) -> Sale:
+    if state is not sale.state and state not in TRANSITIONS[sale.state]:
+        raise InvariantError(f"illegal transition {sale.state} -> {state} for {sale.out_trade_no}")
+    return replace(sale, state=state, updated_at=now, **changes)  # type: ignore[arg-type]
+
+
+def new_sale(
+    out_trade_no: str, amount: Fen, now: float, *, order_ref: str | None = None, subject: str = ""
+) -> Sale:
+    """A sale created by the register, waiting for the next scan."""
+    return Sale(
+        out_trade_no=out_trade_no,
+        amount=amount,
+        created_at=now,
+        updated_at=now,
+        order_ref=order_ref,
+        subject=subject,
+        message="Waiting for the customer's payment code",
+    )
+
+
+def start_pay(sale: Sale, channel: str, masked_code: str, now: float, policy: Policy) -> Sale:
+    """awaiting_code -> paying. The result must be committed before the pay request is sent."""
+    if sale.state is not State.AWAITING_CODE:
+        raise InvariantError(f"cannot start paying a sale in state {sale.state}")
+    return _move(
+        sale,
+        State.PAYING,
+        now,
+        channel=channel,
+        auth_code_masked=masked_code,
+        pay_sent_at=now,
+        deadline_at=now + policy.deadline_s,
+        next_action=Action.PAY,
+        next_at=now,
+        message="Sending the payment",
+    )
+
+
+def resume(sale: Sale, now: float) -> Sale:
+    """A non-final sale read back after a restart: a pay that may have been sent becomes a query.
+
+    The full payment code is never stored, so a pay cannot be re-sent after a restart.
+    """
+    if sale.final or sale.next_action is not Action.PAY:
+        return sale
+    return replace(sale, next_action=Action.QUERY, next_at=now, pay_maybe_arrived=True)
+
+
+def cancel(sale: Sale, now: float, policy: Policy) -> Sale:
+    """Cashier cancel: before a code -> cancelled; in flight -> reversing; otherwise unchanged."""
+    match sale.state:
+        case State.AWAITING_CODE:
+            return _move(sale, State.CANCELLED, now, message="Cancelled by the cashier")
+        case State.PAYING | State.CONFIRMING:
+            return _to_reversing(sale, now, policy, "Cancelled by the cashier: reversing the payment")
+        case (
+            State.REVERSING
+            | State.PAID
+            | State.DECLINED
+            | State.REVERSED
+            | State.CANCELLED
+            | State.NEEDS_ATTENTION
+        ):
+            return sale
+        case _:
+            assert_never(sale.state)
+
+
+def _reverse_at(sale: Sale, now: float, policy: Policy) -> float:
+    earliest = (sale.pay_sent_at or now) + policy.min_reverse_delay_s
+    return max(now, earliest)
+
+
+def _to_reversing(sale: Sale, now: float, policy: Policy, message: str) -> Sale:
+    if not sale.pay_maybe_arrived:
+        # Every pay attempt failed to connect: the channel never saw this code. Nothing to reverse.
+        return _move(
+            sale,
+            State.DECLINED,
+            now,
+            next_action=None,
+            next_at=None,
+            decline_code="CHANNEL_UNREACHABLE",
+            message="Could not reach the payment channel; no money was taken. Try again.",
+        )
+    return _move(
+        sale,
+        State.REVERSING,
+        now,
+        next_action=Action.REVERSE,
+        next_at=_reverse_at(sale, now, policy),
+        message=message,
+    )
+
+
+def _schedule(sale: Sale, action: Action, at: float, now: float, policy: Policy, state: State,
+              message: str) -> Sale:
+    """Schedule the next pay/query, or go to reversing if that would be past the deadline."""
+    deadline = sale.deadline_at if sale.deadline_at is not None else now
+    if at >= deadline:
+        return _to_reversing(sale, now, policy, "No answer in time: reversing the payment")
+    return _move(sale, state, now, next_action=action, next_at=at, message=message)
+
+
+def on_result(sale: Sale, action: Action, result: ChannelResult, now: float, policy: Policy) -> Sale:
+    """Apply the channel's answer to ``action``. Pure: no clock, no network, no database."""
+    sale = _count(sale, action, result)
+    if sale.final:
+        return sale  # a late answer for a sale a person or an earlier answer already ended
+    if sale.state is State.REVERSING:
+        return _while_reversing(sale, action, result, now, policy)
+    if sale.state is State.AWAITING_CODE:
+        raise InvariantError(f"{action} answer for a sale that was never sent: {sale.out_trade_no}")
+    return _while_paying(sale, action, result, now, policy)
+
+
+def _count(sale: Sale, action: Action, result: ChannelResult) -> Sale:
+    match action:
+        case Action.PAY:
+            arrived = sale.pay_maybe_arrived or not (
+                isinstance(result, Unknown) and not result.may_have_arrived
+            )
+            return replace(sale, pay_attempts=sale.pay_attempts + 1, pay_maybe_arrived=arrived)
+        case Action.QUERY:
+            return replace(sale, queries=sale.queries + 1)
+        case Action.REVERSE:
+            return replace(sale, reverse_attempts=sale.reverse_attempts + 1)
+        case _:
+            assert_never(action)
+
+
+def _paid(sale: Sale, result: Paid, now: float) -> Sale:
+    if result.amount != sale.amount:
+        return _move(
+            sale,
+            State.NEEDS_ATTENTION,
+            now,
+            next_action=None,
+            next_at=None,
+            channel_trade_no=result.channel_trade_no,
+            message=(
+                f"The channel reports {result.amount} fen paid but the sale is for {sale.amount} "
+                "fen: check the trade with the channel and refund or collect the difference"
+            ),
+        )
+    return _move(
+        sale,
+        State.PAID,
+        now,
+        next_action=None,
+        next_at=None,
+        paid_at=now,
+        channel_trade_no=result.channel_trade_no,
+        message="Paid",
+    )
+
+
+def _next_query_delay(sale: Sale, policy: Policy) -> float:
+    intervals = policy.query_intervals_s
+    return intervals[min(sale.queries, len(intervals) - 1)]
+
+
+def _while_paying(
+    sale: Sale, action: Action, result: ChannelResult, now: float, policy: Policy
+) -> Sale:
+    query_at = now + _next_query_delay(sale, policy)
+    match result:
+        case Paid():
+            return _paid(sale, result, now)
+        case Declined(code=code, message=message):
+            return _move(
+                sale, State.DECLINED, now, next_action=None, next_at=None,
+                decline_code=code, message=message,
+            )
+        case Closed(detail=detail):
+            return _move(
+                sale, State.DECLINED, now, next_action=None, next_at=None,
+                decline_code="CLOSED", message=f"The payment was closed without payment ({detail})",
+            )
+        case Failed(code=code, message=message):
+            return replace(_to_reversing(sale, now, policy, message), decline_code=code)
+        case Pending():
+            return _schedule(
+                sale, Action.QUERY, query_at, now, policy, State.CONFIRMING,
+                "Waiting for the customer to confirm on the phone",
+            )
+        case Unknown(may_have_arrived=False) if action is Action.PAY:
+            return _schedule(
+                sale, Action.PAY, now + policy.pay_retry_delay_s, now, policy, State.PAYING,
+                "Could not reach the channel: sending again",
+            )
+        case Unknown() | NotFound() | Refused():
+            return _schedule(
+                sale, Action.QUERY, query_at, now, policy, sale.state,
+                "Waiting for the channel's answer",
+            )
+        case _:
+            assert_never(result)
+
+
+def _while_reversing(
+    sale: Sale, action: Action, result: ChannelResult, now: float, policy: Policy
+) -> Sale:
+    if action is not Action.REVERSE:
+        # A pay/query answer that arrives after the cashier cancelled: the reverse goes on,
+        # unless the channel says plainly that no money moved.
+        if isinstance(result, Declined):
+            return _move(sale, State.DECLINED, now, next_action=None, next_at=None,
+                         decline_code=result.code, message=result.message)
+        return sale
+    match result:
+        case Closed(refunded=refunded):
+            message = {
+                True: "Reversed: the payment was returned to the customer",
+                False: "Reversed: no money was taken",
+                None: "Reversed: any money taken was returned to the customer",
+            }[refunded]
+            return _move(sale, State.REVERSED, now, next_action=None, next_at=None,
+                         refunded=refunded, message=message)
+        case NotFound():
+            return _move(sale, State.REVERSED, now, next_action=None, next_at=None,
+                         message="Reversed: the channel has no such trade, no money was taken")
+        case Refused(code=code, message=message) | Declined(code=code, message=message):
+            return _attention(sale, now, f"The channel refused the reverse ({code}: {message})")
+        case Pending():
+            if sale.recalls + 1 > policy.max_recalls:
+                return _attention(sale, now, "The channel kept asking to repeat the reverse")
+            return _move(sale, State.REVERSING, now, recalls=sale.recalls + 1,
+                         next_at=now + policy.recall_delay_s, message="Reversing: repeating")
+        case Unknown() | Paid() | Failed():
+            # Paid/Failed cannot answer a reverse; treat them as no answer and ask again.
+            give_up_at = (sale.deadline_at or now) + policy.reverse_give_up_s
+            backoff = policy.reverse_backoff_s
+            at = now + backoff[min(sale.reverse_attempts - 1, len(backoff) - 1)]
+            if at > give_up_at:
+                return _attention(sale, now, "No answer to the reverse for days")
+            return _move(sale, State.REVERSING, now, next_at=at,
+                         message="Reversing: no answer from the channel yet, retrying")
+        case _:
+            assert_never(result)
+
+
+def _attention(sale: Sale, now: float, message: str) -> Sale:
+    return _move(
+        sale,
+        State.NEEDS_ATTENTION,
+        now,
+        next_action=None,
+        next_at=None,
+        message=f"{message}. A person must check this payment with the channel (reverse or refund).",
+    )
