@@ -293,7 +293,10 @@ def cancel(sale: Sale, now: float, policy: Policy) -> Sale:
         case State.AWAITING_CODE:
             return _move(sale, State.CANCELLED, now, message="Cancelled by the cashier")
         case State.PAYING | State.CONFIRMING:
-            return _to_reversing(sale, now, policy, "Cancelled by the cashier: reversing the payment")
+            # A pay request may be on the wire right now (the cancel comes from another
+            # thread), so the trade must be reversed even if every earlier attempt failed.
+            in_flight = replace(sale, pay_maybe_arrived=True)
+            return _to_reversing(in_flight, now, policy, "Cancelled by the cashier: reversing the payment")
         case (
             State.REVERSING
             | State.PAID

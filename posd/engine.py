@@ -1,0 +1,399 @@
+# SPDX-License-Identifier: MIT
+"""The shell that drives sales: store -> channel -> store -> receipt.
+
+Each non-final sale is driven by one worker thread (requests blocks), which performs the
+sale's ``next_action`` at ``next_at``, applies the answer with the pure ``posd.sale`` functions
+and commits the result before doing anything else. The full payment code lives only in that
+worker's memory; the store sees it masked. A cashier cancel or a shutdown wakes the worker,
+which re-reads the sale before acting.
+
+Start-up recovery: :meth:`Engine.start` resumes every non-final sale (query; past the
+deadline, reverse) before the caller opens any input. A watchdog job (APScheduler) restarts
+the worker of any non-final sale that has none, so no sale is left without work scheduled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from posd import sale as machine
+from posd.channels import Channel
+from posd.codes import CHANNEL_LABELS, DoubleReadFilter, mask, route
+from posd.config import Config
+from posd.errors import CodeError, InputError, StoreError
+from posd.money import Fen, check_fen
+from posd.sale import Action, ChannelResult, Policy, Sale, State
+from posd.store import Store
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Sale], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOutcome:
+    """What became of one scanned code."""
+
+    accepted: bool
+    reason: str
+    sale: Sale | None = None
+    code_masked: str = ""
+
+
+def policies_for(config: Config) -> dict[str, Policy]:
+    """Per-channel timing from config."""
+    base = Policy(deadline_s=config.payment.deadline_s)
+    if config.payment.query_intervals_s:
+        base = replace(base, query_intervals_s=config.payment.query_intervals_s)
+    return {
+        "wechat": replace(base, min_reverse_delay_s=machine.WECHAT_POLICY.min_reverse_delay_s),
+        "alipay": base,
+    }
+
+
+def describe(result: ChannelResult) -> str:
+    """A short, code-free description of a channel answer for the event history."""
+    match result:
+        case machine.Paid(channel_trade_no=no):
+            return f"paid {no}"
+        case machine.Declined(code=code) | machine.Failed(code=code) | machine.Refused(code=code):
+            return f"{type(result).__name__.lower()} {code}"
+        case machine.Unknown(detail=detail, may_have_arrived=arrived):
+            return f"unknown ({detail}){'' if arrived else ' never arrived'}"
+        case machine.Pending(detail=d) | machine.NotFound(detail=d) | machine.Closed(detail=d):
+            return f"{type(result).__name__.lower()} {d}".strip()
+        case _:
+            return repr(result)
+
+
+class Engine:
+    """Creates sales, takes scans, and drives every sale to a final state."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        channels: Mapping[str, Channel],
+        *,
+        clock: Callable[[], float] = time.time,
+        policies: Mapping[str, Policy] | None = None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._channels = dict(channels)
+        self._clock = clock
+        self._policies = dict(policies or policies_for(config))
+        self._cond = threading.Condition(threading.RLock())
+        self._workers: dict[int, tuple[threading.Thread, threading.Event]] = {}
+        self._stopping = threading.Event()
+        self.fatal = threading.Event()
+        self.fatal_reason = ""
+        self._listeners: list[Listener] = []
+        self._double_reads = DoubleReadFilter(config.payment.debounce_s)
+        self._last_scan: dict[str, Any] | None = None
+        self._scheduler: BackgroundScheduler | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(sale)`` after every committed change (from a worker thread)."""
+        self._listeners.append(listener)
+
+    def start(self) -> int:
+        """Resume every non-final sale, then start housekeeping. Returns how many resumed."""
+        resumed = 0
+        now = self._clock()
+        for sale in self._store.unfinished():
+            if sale.state is State.AWAITING_CODE:
+                continue
+            again = machine.resume(sale, now)
+            if again != sale:
+                again = self._store.save(again, None, "resumed after restart")
+            self._spawn(again.id, None)
+            resumed += 1
+        if resumed:
+            log.info("resumed %d unfinished sale(s)", resumed)
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._scheduler.add_job(self._housekeeping, "interval", seconds=30, id="housekeeping",
+                                coalesce=True, max_instances=1)
+        self._scheduler.start()
+        return resumed
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking sales; let in-flight requests finish and their answers be committed."""
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        with self._cond:
+            workers = list(self._workers.values())
+        for _, wake in workers:
+            wake.set()
+        deadline = time.monotonic() + timeout
+        for thread, _ in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for channel in self._channels.values():
+            channel.close()
+
+    @property
+    def enabled_channels(self) -> tuple[str, ...]:
+        return tuple(self._channels)
+
+    # --- the register's side -------------------------------------------------------------
+
+    def create_sale(
+        self,
+        amount: int,
+        *,
+        order_ref: str | None = None,
+        auth_code: str | None = None,
+        subject: str = "",
+        idempotency_key: str | None = None,
+    ) -> tuple[Sale, bool]:
+        """Create a sale (and pay at once when ``auth_code`` is given). Returns (sale, created).
+
+        Raises InputError for a bad amount or code (nothing is recorded), ConflictError when
+        the order already has a paid or unresolved sale.
+        """
+        self._refuse_if_stopping()
+        fen = check_fen(amount)
+        channel = route(auth_code, self._channels, self._config.codes.prefix_rules) if auth_code else None
+        subject = subject or self._config.store.name
+        if order_ref is not None and not 0 < len(order_ref) <= 64:
+            raise InputError("order_ref must be 1 to 64 characters")
+        now = self._clock()
+
+        def make(seq: int) -> Sale:
+            out_trade_no = machine.make_out_trade_no(
+                self._config.store.id, self._config.store.terminal_id, now, seq)
+            sale = machine.new_sale(out_trade_no, fen, now, order_ref=order_ref, subject=subject)
+            if channel is None:
+                return sale
+            assert auth_code is not None  # channel is set only when a code was given
+            return machine.start_pay(sale, channel, mask(auth_code), now, self._policies[channel])
+
+        with self._cond:
+            sale, created = self._store.create_sale(
+                make, order_ref=order_ref, idempotency_key=idempotency_key)
+            self._cond.notify_all()
+        if created:
+            log.info("sale %d created: %s fen, order %s, %s", sale.id, sale.amount, order_ref,
+                     sale.state)
+            if sale.state is State.PAYING:
+                self._spawn(sale.id, auth_code)
+            self._notify(sale)
+        return sale, created
+
+    def cancel(self, sale_id: int) -> Sale:
+        """Cashier cancel: awaiting_code -> cancelled; in flight -> reversing; else unchanged."""
+        with self._cond:
+            sale = self._store.get(sale_id)
+            policy = self._policies.get(sale.channel or "", Policy())
+            new = machine.cancel(sale, self._clock(), policy)
+            if new != sale:
+                self._store.save(new, None, "cancelled by cashier")
+                self._cond.notify_all()
+            worker = self._workers.get(sale_id)
+        if worker is not None:
+            worker[1].set()
+        if new != sale:
+            self._notify(new)
+        return new
+
+    def get(self, sale_id: int) -> Sale:
+        return self._store.get(sale_id)
+
+    def wait_for_change(self, sale_id: int, since: float, timeout: float) -> Sale:
+        """Long-poll: the sale once its ``updated_at`` is later than ``since``, or at timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                sale = self._store.get(sale_id)
+                left = deadline - time.monotonic()
+                if sale.updated_at > since or left <= 0:
+                    return sale
+                self._cond.wait(left)
+
+    def list_sales(self, **filters: Any) -> list[Sale]:
+        return self._store.list(**filters)
+
+    # --- the scanner's side --------------------------------------------------------------
+
+    def scan(self, code: str, read_at: float, source: str = "scanner") -> ScanOutcome:
+        """One code from a scanner (``read_at`` is time.monotonic() of the last keystroke).
+
+        Refused (and logged, never queued): a double read, a stale code, a code that is not a
+        payment code or whose channel is not enabled, a scan with no sale awaiting a code, or
+        a scan while another sale is in flight.
+        """
+        masked = mask(code)
+        outcome = self._take_scan(code, read_at)
+        outcome = replace(outcome, code_masked=masked)
+        self._last_scan = {"code": masked, "source": source, "accepted": outcome.accepted,
+                           "reason": outcome.reason, "at": self._clock()}
+        if outcome.accepted:
+            log.info("scan %s from %s: %s", masked, source, outcome.reason)
+        else:
+            log.warning("scan %s from %s refused: %s", masked, source, outcome.reason)
+        return outcome
+
+    def _take_scan(self, code: str, read_at: float) -> ScanOutcome:
+        if self._double_reads.is_repeat(code, read_at):
+            return ScanOutcome(False, "the same code was read twice; the second read is ignored")
+        if time.monotonic() - read_at > self._config.payment.max_code_age_s:
+            return ScanOutcome(False, "the code was read too long ago; scan it again")
+        try:
+            channel = route(code, self._channels, self._config.codes.prefix_rules)
+        except CodeError as err:
+            return ScanOutcome(False, str(err))
+        if self._stopping.is_set():
+            return ScanOutcome(False, "posd is shutting down; no new payments")
+        with self._cond:
+            if self._store.list(states=(State.PAYING, State.CONFIRMING)):
+                return ScanOutcome(False, "another payment is in progress; wait for it to finish")
+            waiting = self._store.list(states=(State.AWAITING_CODE,))
+            if not waiting:
+                return ScanOutcome(False, "no sale is waiting for a payment code; enter the amount first")
+            now = self._clock()
+            sale = machine.start_pay(waiting[-1], channel, mask(code), now, self._policies[channel])
+            sale = self._store.save(sale, None, f"code scanned ({CHANNEL_LABELS[channel]})")
+            self._cond.notify_all()
+        self._spawn(sale.id, code)
+        self._notify(sale)
+        return ScanOutcome(True, f"paying sale {sale.id} with {CHANNEL_LABELS[channel]}", sale)
+
+    # --- workers -------------------------------------------------------------------------
+
+    def _spawn(self, sale_id: int, auth_code: str | None) -> None:
+        with self._cond:
+            existing = self._workers.get(sale_id)
+            if existing is not None and existing[0].is_alive():
+                existing[1].set()
+                return
+            wake = threading.Event()
+            thread = threading.Thread(target=self._work, args=(sale_id, auth_code, wake),
+                                      name=f"sale-{sale_id}", daemon=True)
+            self._workers[sale_id] = (thread, wake)
+        thread.start()
+
+    def _work(self, sale_id: int, auth_code: str | None, wake: threading.Event) -> None:
+        try:
+            self._drive(sale_id, auth_code, wake)
+        except StoreError as err:
+            # Cannot commit: stop. The daemon exits non-zero, systemd restarts it, and
+            # start-up recovery resumes the sale from what was committed.
+            self.fatal_reason = str(err)
+            log.critical("sale %d: %s", sale_id, err)
+            self.fatal.set()
+        finally:
+            with self._cond:
+                if self._workers.get(sale_id, (None,))[0] is threading.current_thread():
+                    del self._workers[sale_id]
+
+    def _drive(self, sale_id: int, auth_code: str | None, wake: threading.Event) -> None:
+        while not self._stopping.is_set():
+            sale = self._store.get(sale_id)
+            if sale.final or sale.next_action is None or sale.next_at is None:
+                return
+            delay = sale.next_at - self._clock()
+            if delay > 0:
+                wake.wait(delay)
+                wake.clear()
+                continue  # re-read: a cancel may have changed the plan
+            if sale.next_action is Action.PAY and auth_code is None:
+                self._commit(machine.resume(sale, self._clock()), None, "code no longer in memory")
+                continue
+            result = self._perform(sale, auth_code)
+            self._apply(sale_id, sale.next_action, result)
+
+    def _perform(self, sale: Sale, auth_code: str | None) -> ChannelResult:
+        channel = self._channels.get(sale.channel or "")
+        if channel is None:
+            return machine.Unknown(f"channel {sale.channel} is not configured")
+        action = sale.next_action
+        try:
+            match action:
+                case Action.PAY:
+                    assert auth_code is not None  # _drive turns a code-less PAY into a query
+                    return channel.pay(sale.out_trade_no, sale.amount, auth_code, sale.subject)
+                case Action.QUERY:
+                    return channel.query(sale.out_trade_no, sale.amount)
+                case Action.REVERSE:
+                    return channel.reverse(sale.out_trade_no)
+                case None:
+                    return machine.Unknown("nothing to do")
+        except Exception as err:  # noqa: BLE001 - a worker's top: an adapter bug must not strand a sale
+            log.exception("sale %d: %s raised; treating the outcome as unknown", sale.id, action)
+            return machine.Unknown(f"internal error: {type(err).__name__}")
+
+    def _apply(self, sale_id: int, action: Action, result: ChannelResult) -> None:
+        with self._cond:
+            current = self._store.get(sale_id)
+            policy = self._policies.get(current.channel or "", Policy())
+            new = machine.on_result(current, action, result, self._clock(), policy)
+            self._store.save(new, action, describe(result))
+            self._cond.notify_all()
+        if new.state is not current.state or new.final:
+            log.info("sale %d %s: %s -> %s (%s)", sale_id, new.out_trade_no, current.state,
+                     new.state, describe(result))
+        self._notify(new)
+
+    def _commit(self, sale: Sale, action: Action | None, detail: str) -> None:
+        with self._cond:
+            self._store.save(sale, action, detail)
+            self._cond.notify_all()
+        self._notify(sale)
+
+    def _notify(self, sale: Sale) -> None:
+        for listener in self._listeners:
+            try:
+                listener(sale)
+            except Exception:  # noqa: BLE001 - a display or printer must never stop a sale
+                log.exception("listener failed for sale %d", sale.id)
+
+    def _refuse_if_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise InputError("posd is shutting down; no new payments")
+
+    # --- housekeeping --------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        """Restart any missing worker; cancel sales left waiting for a code too long."""
+        now = self._clock()
+        for sale in self._store.unfinished():
+            if sale.state is State.AWAITING_CODE:
+                if now - sale.created_at > 15 * 60:
+                    self.cancel(sale.id)
+                continue
+            with self._cond:
+                worker = self._workers.get(sale.id)
+            if worker is None or not worker[0].is_alive():
+                log.warning("sale %d had no worker; resuming it", sale.id)
+                self._spawn(sale.id, None)
+
+    def health(self) -> dict[str, Any]:
+        """What is degraded, for /v1/health."""
+        attention = self._store.list(states=(State.NEEDS_ATTENTION,))
+        in_flight = self._store.list(states=(State.PAYING, State.CONFIRMING, State.REVERSING))
+        backlog = self._store.outbox_backlog()
+        degraded = []
+        if attention:
+            degraded.append(f"{len(attention)} sale(s) need attention")
+        if self.fatal.is_set():
+            degraded.append(f"database: {self.fatal_reason}")
+        return {
+            "status": "degraded" if degraded else "ok",
+            "degraded": degraded,
+            "channels": list(self._channels),
+            "in_flight": len(in_flight),
+            "needs_attention": [s.id for s in attention],
+            "hq_backlog": backlog,
+            "last_scan": self._last_scan,
+        }
+

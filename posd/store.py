@@ -1,0 +1,289 @@
+# SPDX-License-Identifier: MIT
+"""SQLite store (sqlite-utils): sales, their append-only history, and the HQ outbox.
+
+WAL with ``synchronous=FULL``: a committed transaction survives power loss (given storage that
+honours flushes). One connection, guarded by a lock, shared by the daemon's threads. The
+current row, its history and (for final states) its outbox record change together or not at
+all. Payment codes are stored masked only; the full code never reaches this module.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from posd.errors import ConflictError, NotFoundError, StoreError
+from posd.money import Fen
+from posd.sale import Action, Sale, State
+
+migrations = Migrations("posd")
+
+_UNRESOLVED = tuple(s.value for s in State if s not in {State.DECLINED, State.REVERSED, State.CANCELLED})
+
+
+@migrations(name="001_sales")
+def _001_sales(db: Database) -> None:
+    db["sales"].create(
+        {
+            "id": int, "out_trade_no": str, "order_ref": str, "amount_fen": int,
+            "currency": str, "channel": str, "state": str, "auth_code_masked": str,
+            "subject": str, "created_at": float, "updated_at": float, "pay_sent_at": float,
+            "deadline_at": float, "paid_at": float, "next_action": str, "next_at": float,
+            "pay_attempts": int, "queries": int, "reverse_attempts": int, "recalls": int,
+            "pay_maybe_arrived": int, "refunded": int, "channel_trade_no": str,
+            "decline_code": str, "message": str, "idempotency_key": str,
+        },
+        pk="id",
+        not_null={"out_trade_no", "amount_fen", "state", "created_at"},
+    )
+    db["sales"].create_index(["out_trade_no"], unique=True)
+    db["sales"].create_index(["idempotency_key"], unique=True)
+    db["sales"].create_index(["order_ref"])
+    db["sales"].create_index(["state"])
+    db["sales"].create_index(["created_at"])
+    db["sale_events"].create(
+        {"id": int, "sale_id": int, "at": float, "state": str, "action": str, "detail": str,
+         "message": str},
+        pk="id",
+        foreign_keys=[("sale_id", "sales")],
+    )
+    db["sale_events"].create_index(["sale_id"])
+    db["outbox"].create(
+        {"id": int, "record_id": str, "kind": str, "payload": str, "amount_fen": int,
+         "created_at": float, "acked_at": float},
+        pk="id",
+    )
+    db["outbox"].create_index(["record_id"], unique=True)
+    db["counters"].create({"name": str, "value": int}, pk="name")
+
+
+_SALE_FIELDS = (
+    "out_trade_no", "order_ref", "channel", "state", "auth_code_masked", "subject",
+    "created_at", "updated_at", "pay_sent_at", "deadline_at", "paid_at", "next_action",
+    "next_at", "pay_attempts", "queries", "reverse_attempts", "recalls", "channel_trade_no",
+    "decline_code", "message",
+)
+
+
+def _row(sale: Sale) -> dict[str, Any]:
+    row = {name: getattr(sale, name) for name in _SALE_FIELDS}
+    row.update(
+        amount_fen=int(sale.amount),
+        currency="CNY",
+        state=sale.state.value,
+        next_action=sale.next_action.value if sale.next_action else None,
+        pay_maybe_arrived=int(sale.pay_maybe_arrived),
+        refunded=None if sale.refunded is None else int(sale.refunded),
+    )
+    return row
+
+
+def _sale(row: dict[str, Any]) -> Sale:
+    fields = {name: row[name] for name in _SALE_FIELDS}
+    fields.update(
+        id=row["id"],
+        amount=Fen(row["amount_fen"]),
+        state=State(row["state"]),
+        next_action=Action(row["next_action"]) if row["next_action"] else None,
+        pay_maybe_arrived=bool(row["pay_maybe_arrived"]),
+        refunded=None if row["refunded"] is None else bool(row["refunded"]),
+        subject=row["subject"] or "",
+        message=row["message"] or "",
+        pay_attempts=row["pay_attempts"] or 0,
+        queries=row["queries"] or 0,
+        reverse_attempts=row["reverse_attempts"] or 0,
+        recalls=row["recalls"] or 0,
+    )
+    return Sale(**fields)
+
+
+def sale_record(sale: Sale) -> dict[str, Any]:
+    """The JSON-able outbox payload of a final sale (HQ record format, version 1)."""
+    data = asdict(sale)
+    data.pop("detail", None)
+    data.update(state=sale.state.value, amount=int(sale.amount), currency="CNY",
+                next_action=None)
+    return {"type": "sale", "version": 1, "sale": data}
+
+
+class Store:
+    """The daemon's database. Thread-safe: every method takes the store's lock."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: Path | str) -> Store:
+        """Open (creating if needed) and migrate. Raises StoreError when unusable."""
+        try:
+            if isinstance(path, Path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=10.0,
+                                   isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            db = Database(conn)
+            migrations.apply(db)
+        except (sqlite3.Error, OSError) as err:
+            raise StoreError(f"cannot open database {path}: {err}") from err
+        return cls(db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Database]:
+        with self._lock:
+            try:
+                with self._db.atomic() as db:
+                    yield db
+            except sqlite3.Error as err:
+                raise StoreError(f"database error: {err}") from err
+
+    def pragma(self, name: str) -> Any:
+        with self._lock:
+            return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    # --- sales ---------------------------------------------------------------------------
+
+    def create_sale(
+        self,
+        make: Callable[[int], Sale],
+        *,
+        order_ref: str | None,
+        idempotency_key: str | None,
+        detail: str = "created",
+    ) -> tuple[Sale, bool]:
+        """Insert the sale ``make(seq)`` builds. Returns (sale, created).
+
+        The same ``idempotency_key`` returns the sale it created before (created=False). An
+        order that already has a paid or unresolved sale is refused with ConflictError.
+        """
+        with self._tx() as db:
+            if idempotency_key is not None:
+                rows = list(db["sales"].rows_where("idempotency_key = ?", [idempotency_key]))
+                if rows:
+                    return _sale(rows[0]), False
+            if order_ref is not None:
+                self._check_order_free(db, order_ref)
+            seq = self._next(db, "sale_seq")
+            sale = make(seq)
+            row = _row(sale) | {"idempotency_key": idempotency_key}
+            row.pop("id", None)
+            sale_id = db["sales"].insert(row).last_pk
+            sale = _sale({**row, "id": sale_id})
+            self._event(db, sale, None, detail)
+            self._outbox_if_final(db, sale)
+            return sale, True
+
+    def _check_order_free(self, db: Database, order_ref: str) -> None:
+        marks = ", ".join("?" for _ in _UNRESOLVED)
+        rows = list(db.query(
+            f"select id, state from sales where order_ref = ? and state in ({marks}) limit 1",
+            [order_ref, *_UNRESOLVED],
+        ))
+        if rows:
+            sale_id, state = rows[0]["id"], rows[0]["state"]
+            if state == State.PAID:
+                why = f"order {order_ref!r} is already paid (sale {sale_id})"
+            else:
+                why = f"order {order_ref!r} has an unresolved sale {sale_id} in state {state}"
+            raise ConflictError(why)
+
+    def _next(self, db: Database, name: str) -> int:
+        db.execute(
+            "insert into counters(name, value) values (?, 1) "
+            "on conflict(name) do update set value = value + 1",
+            [name],
+        )
+        return int(db.execute("select value from counters where name = ?", [name]).fetchone()[0])
+
+    def save(self, sale: Sale, action: Action | None = None, detail: str = "") -> Sale:
+        """Write the sale's new state with an event (and an outbox record when final)."""
+        with self._tx() as db:
+            row = _row(sale)
+            db["sales"].update(sale.id, row)
+            self._event(db, sale, action, detail)
+            self._outbox_if_final(db, sale)
+        return sale
+
+    def _event(self, db: Database, sale: Sale, action: Action | None, detail: str) -> None:
+        db["sale_events"].insert({
+            "sale_id": sale.id, "at": sale.updated_at, "state": sale.state.value,
+            "action": action.value if action else None, "detail": detail[:500],
+            "message": sale.message,
+        })
+
+    def _outbox_if_final(self, db: Database, sale: Sale) -> None:
+        if not sale.final:
+            return
+        db["outbox"].insert(
+            {
+                "record_id": f"sale:{sale.out_trade_no}:{sale.state.value}",
+                "kind": "sale",
+                "payload": json.dumps(sale_record(sale), ensure_ascii=False),
+                "amount_fen": int(sale.amount),
+                "created_at": sale.updated_at,
+            },
+            ignore=True,  # the same final state recorded twice is one record
+        )
+
+    def get(self, sale_id: int) -> Sale:
+        with self._lock:
+            rows = list(self._db["sales"].rows_where("id = ?", [sale_id]))
+        if not rows:
+            raise NotFoundError(f"no sale {sale_id}")
+        return _sale(rows[0])
+
+    def list(
+        self, *, order_ref: str | None = None, since: float | None = None,
+        until: float | None = None, states: tuple[State, ...] | None = None,
+    ) -> list[Sale]:
+        where, args = ["1 = 1"], []
+        if order_ref is not None:
+            where.append("order_ref = ?")
+            args.append(order_ref)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("created_at < ?")
+            args.append(until)
+        if states:
+            where.append(f"state in ({', '.join('?' for _ in states)})")
+            args.extend(s.value for s in states)
+        with self._lock:
+            rows = list(self._db["sales"].rows_where(" and ".join(where), args, order_by="id"))
+        return [_sale(r) for r in rows]
+
+    def unfinished(self) -> list[Sale]:
+        """Every sale that still has work to do (for start-up recovery)."""
+        return self.list(states=(State.AWAITING_CODE, State.PAYING, State.CONFIRMING,
+                                 State.REVERSING))
+
+    def events(self, sale_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._db["sale_events"].rows_where("sale_id = ?", [sale_id], order_by="id"))
+
+    # --- outbox --------------------------------------------------------------------------
+
+    def outbox_backlog(self) -> dict[str, Any]:
+        """Records not yet acknowledged by HQ: count, amount (fen) and the oldest's time."""
+        with self._lock:
+            row = self._db.execute(
+                "select count(*), coalesce(sum(amount_fen), 0), min(created_at) "
+                "from outbox where acked_at is null"
+            ).fetchone()
+        return {"count": row[0], "amount": row[1], "oldest_at": row[2]}
