@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: MIT
+"""The ``posd`` command: argument parsing, exit codes and logging set-up (only here).
+
+Exit codes (sysexits.h where one fits): 0 success (for ``charge``: paid); 1 not paid
+(declined, reversed, cancelled); 2 usage; 3 the sale needs attention; 65 bad input;
+69 the daemon cannot be reached; 78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from posd import __version__
+from posd.errors import ConfigError, InputError, PosdError
+
+log = logging.getLogger("posd")
+
+EX_OK, EX_NOT_PAID, EX_USAGE, EX_ATTENTION = 0, 1, 2, 3
+EX_DATAERR, EX_UNAVAILABLE, EX_CONFIG = 65, 69, 78
+
+
+def setup_logging(level: int = logging.INFO, log_file: Path | None = None) -> None:
+    """stderr for journald; optionally a file too (the demo keeps the console for people)."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(fmt)
+    stderr.setLevel(level)
+    root.addHandler(stderr)
+    root.setLevel(min(level, logging.INFO))
+    if log_file is not None:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(fmt)
+        handler.setLevel(logging.INFO)
+        root.addHandler(handler)
+    for noisy in ("apscheduler", "uvicorn", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="posd", description="Payment-code (付款码) terminal daemon.")
+    p.add_argument("--version", action="version", version=f"posd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        return sp
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("-c", "--config", help="config file (default: $POSD_CONFIG, "
+                        "else /etc/posd/config.toml)")
+        return sp
+
+    with_config(add("run", "Run the daemon in the foreground (systemd runs this)."))
+    demo = add("demo", "Run posd with the channel simulator on a generated sandbox config.")
+    demo.add_argument("--data", default="posd-demo", help="data directory (default ./posd-demo)")
+    demo.add_argument("--port", type=int, help="API port (default 8637)")
+    charge = with_config(add("charge", "Take a payment through the running daemon; "
+                             "exits 0 only if paid."))
+    charge.add_argument("amount", help="amount in yuan, e.g. 12.50")
+    charge.add_argument("--code", help="payment code (default: the next scan)")
+    charge.add_argument("--order", help="the register's order reference")
+    charge.add_argument("--json", action="store_true", help="print the final sale as JSON")
+    cancel = with_config(add("cancel", "Cancel a sale (reverses it if a code was sent)."))
+    cancel.add_argument("sale_id", type=int)
+    sales = with_config(add("sales", "List sales."))
+    sales.add_argument("--date", help="YYYY-MM-DD (default: today)")
+    sales.add_argument("--json", action="store_true")
+    sim = add("simulator", "Run the channel simulator alone (for register developers' tests).")
+    sim.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    sim.add_argument("--data", default="posd-sim",
+                     help="directory for the sandbox keys and certificates (default ./posd-sim)")
+    config = add("config", "Configuration commands.")
+    csub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    with_config(csub.add_parser("check", help="Validate a config file; exit 78 on error.",
+                                description="Validate a config file; exit 78 on error."))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = _HANDLERS[args.command if args.command != "config" else "config check"]
+    try:
+        return handler(args)
+    except ConfigError as err:
+        print(f"posd: configuration error: {err}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    except InputError as err:
+        print(f"posd: {err}", file=sys.stderr)
+        return EX_DATAERR
+    except PosdError as err:
+        print(f"posd: {err}", file=sys.stderr)
+        return int(getattr(err, "exit_code", 1))
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from posd import config
+
+    return config.load(config.find_path(args.config))
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from posd import config
+
+    path = config.find_path(args.config)
+    config.load(path)
+    print(f"{path}: ok")
+    return EX_OK
+
+
+def serve(daemon: Any, *, scanner_stream: Any = None) -> int:
+    """Start the daemon, block until SIGTERM/SIGINT or a fatal error, stop cleanly."""
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping (in-flight sales are finished or kept for restart)", signum)
+        daemon.stopped.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    daemon.start(scanner_stream=scanner_stream)
+    status = daemon.wait()
+    daemon.stop()
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from posd.daemon import Daemon
+
+    setup_logging()
+    config = _load(args)
+    daemon = Daemon.build(config)
+    return serve(daemon, scanner_stream=sys.stdin if config.scanner.kind == "console" else None)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from posd.demo import run_demo
+
+    return run_demo(Path(args.data), api_port=args.port)
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from posd.demo import run_simulator
+
+    setup_logging()
+    return run_simulator(Path(args.data), args.port)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from posd.client import ApiClient
+
+    return ApiClient.from_config(_load(args))
+
+
+def cmd_charge(args: argparse.Namespace) -> int:
+    from posd.client import charge
+
+    return charge(_client(args), args.amount, code=args.code, order=args.order,
+                  as_json=args.json)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    sale = _client(args).cancel(args.sale_id)
+    print(f"sale {sale['id']}: {sale['state']} - {sale['message']}")
+    return EX_OK
+
+
+def cmd_sales(args: argparse.Namespace) -> int:
+    from posd.client import print_sales
+
+    sales = _client(args).list_sales(date=args.date)
+    if args.json:
+        print(json.dumps(sales, ensure_ascii=False, indent=2))
+    else:
+        print_sales(sales)
+    return EX_OK
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "charge": cmd_charge,
+    "cancel": cmd_cancel,
+    "sales": cmd_sales,
+    "simulator": cmd_simulator,
+    "config check": cmd_config_check,
+}
