@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from posd import config as config_mod
-from posd.channels.simulator import ServerTls, Simulator, WechatSandbox
-from posd.channels.simulator.certs import make_test_pki
+from posd.channels.simulator import Simulator, TestPki, WechatSandbox, make_test_pki
 from posd.errors import InputError
 from posd.money import format_yuan, parse_yuan
 from posd.sale import Sale
@@ -60,8 +59,8 @@ class Sandbox:
         return self.data / "config.toml"
 
     @property
-    def pki(self) -> Path:
-        return self.data / "pki"
+    def pki(self) -> TestPki:
+        return TestPki.in_directory(self.data / "pki")
 
     def api_key(self) -> str:
         return (self.data / "wechat-api-key").read_text(encoding="ascii").strip()
@@ -126,9 +125,9 @@ appid = "{box.appid}"
 mch_id = "{box.mch_id}"
 api_key_file = "{d}/wechat-api-key"
 sign_type = "HMAC-SHA256"
-cert_file = "{d}/pki/client.pem"
-key_file = "{d}/pki/client.key"
-ca_file = "{d}/pki/ca.pem"
+cert_file = "{box.pki.client_cert_file.resolve()}"
+key_file = "{box.pki.client_key_file.resolve()}"
+ca_file = "{box.pki.ca_cert_file.resolve()}"
 read_timeout_s = 10.0
 
 [scanner]
@@ -141,12 +140,10 @@ receipt_dir = "{d}/receipts"
 
 
 def start_simulator(box: Sandbox, **options: Any) -> Simulator:
-    pki = box.pki
     sim = Simulator(
         wechat=WechatSandbox(appid=box.appid, mch_id=box.mch_id, api_key=box.api_key()),
         port=box.simulator_port,
-        tls=ServerTls(cert_file=pki / "server.pem", key_file=pki / "server.key",
-                      client_ca_file=pki / "ca.pem"),
+        tls=make_test_pki(box.pki.directory, reuse=True).server_tls(),
         **options,
     )
     sim.start()
@@ -271,8 +268,8 @@ def run_simulator(data: Path, port: int) -> int:
     print(f"""channel simulator listening on {sim.url}
   WeChat Pay v2: appid {box.appid}, mch_id {box.mch_id}
   API key file   {box.data / 'wechat-api-key'}
-  CA to trust    {box.pki / 'ca.pem'}
-  client cert    {box.pki / 'client.pem'} + {box.pki / 'client.key'} (for /secapi/)
+  CA to trust    {box.pki.ca_cert_file}
+  client cert    {box.pki.client_cert_file} + {box.pki.client_key_file} (for /secapi/)
   control        {sim.url}/_sim/ledger""", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -131,6 +131,7 @@ class Engine:
         self._stopping.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+            self._scheduler = None
         with self._cond:
             workers = list(self._workers.values())
         for _, wake in workers:

@@ -152,9 +152,17 @@ class Store:
             except sqlite3.Error as err:
                 raise StoreError(f"database error: {err}") from err
 
-    def pragma(self, name: str) -> Any:
+    @contextmanager
+    def _read(self) -> Iterator[Database]:
         with self._lock:
-            return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+            try:
+                yield self._db
+            except sqlite3.Error as err:
+                raise StoreError(f"database error: {err}") from err
+
+    def pragma(self, name: str) -> Any:
+        with self._read() as db:
+            return db.execute(f"PRAGMA {name}").fetchone()[0]
 
     # --- sales ---------------------------------------------------------------------------
 
@@ -241,8 +249,8 @@ class Store:
         )
 
     def get(self, sale_id: int) -> Sale:
-        with self._lock:
-            rows = list(self._db["sales"].rows_where("id = ?", [sale_id]))
+        with self._read() as db:
+            rows = list(db["sales"].rows_where("id = ?", [sale_id]))
         if not rows:
             raise NotFoundError(f"no sale {sale_id}")
         return _sale(rows[0])
@@ -264,8 +272,8 @@ class Store:
         if states:
             where.append(f"state in ({', '.join('?' for _ in states)})")
             args.extend(s.value for s in states)
-        with self._lock:
-            rows = list(self._db["sales"].rows_where(" and ".join(where), args, order_by="id"))
+        with self._read() as db:
+            rows = list(db["sales"].rows_where(" and ".join(where), args, order_by="id"))
         return [_sale(r) for r in rows]
 
     def unfinished(self) -> list[Sale]:
@@ -274,15 +282,15 @@ class Store:
                                  State.REVERSING))
 
     def events(self, sale_id: int) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._db["sale_events"].rows_where("sale_id = ?", [sale_id], order_by="id"))
+        with self._read() as db:
+            return list(db["sale_events"].rows_where("sale_id = ?", [sale_id], order_by="id"))
 
     # --- outbox --------------------------------------------------------------------------
 
     def outbox_backlog(self) -> dict[str, Any]:
         """Records not yet acknowledged by HQ: count, amount (fen) and the oldest's time."""
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as db:
+            row = db.execute(
                 "select count(*), coalesce(sum(amount_fen), 0), min(created_at) "
                 "from outbox where acked_at is null"
             ).fetchone()

@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: MIT
+"""Test helpers shared by shell tests, benchmarks' smoke tests and the crash test: a real
+simulator over HTTPS with client certificates, and posd configs that point at it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from posd.channels.simulator import Simulator, TestPki, WechatSandbox
+from posd.config import Config
+from posd.sale import Policy
+
+WECHAT = WechatSandbox("wx2421b1c4370ec43b", "10000100", "sandboxkeysandboxkeysandboxkey12")
+
+#: Fast timing for tests: both sides are scaled together (the simulator refuses a reverse
+#: earlier than ``MIN_REVERSE`` after the pay call, like WeChat's 15 s).
+MIN_REVERSE = 1.0
+FAST = Policy(deadline_s=2.5, query_intervals_s=(0.2,), pay_retry_delay_s=0.1,
+              min_reverse_delay_s=MIN_REVERSE, reverse_backoff_s=(0.2, 0.4), recall_delay_s=0.1)
+
+
+def secret(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def make_config(tmp: Path, sim_url: str, pki: TestPki, *, sign_type: str = "HMAC-SHA256",
+                read_timeout_s: float = 1.0, api_port: int = 0, **sections: Any) -> dict[str, Any]:
+    """A config dict (write it as TOML or validate it) for a posd that talks to ``sim_url``."""
+    secret(tmp / "wechat-api-key", WECHAT.api_key)
+    secret(tmp / "api-token", "test-token-0123456789abcdef")
+    data: dict[str, Any] = {
+        "store": {"id": "S001", "name": "测试店 Test Shop", "terminal_id": "T01"},
+        "database": {"path": str(tmp / "posd.db")},
+        "api": {"listen": f"127.0.0.1:{api_port}", "token_file": str(tmp / "api-token")},
+        "channels": {"wechat": {
+            "base_url": sim_url, "appid": WECHAT.appid, "mch_id": WECHAT.mch_id,
+            "api_key_file": str(tmp / "wechat-api-key"), "sign_type": sign_type,
+            "cert_file": str(pki.client_cert_file), "key_file": str(pki.client_key_file),
+            "ca_file": str(pki.ca_cert_file), "connect_timeout_s": 1.0,
+            "read_timeout_s": read_timeout_s,
+        }},
+        "scanner": {"kind": "none"},
+        "printer": {"kind": "none"},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return data
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Just enough TOML for make_config's dicts."""
+    lines: list[str] = []
+
+    def emit(prefix: str, table: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        if prefix:
+            lines.append(f"[{prefix}]")
+        for key, value in scalars.items():
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, (int, float)):
+                lines.append(f"{key} = {value}")
+            elif isinstance(value, (list, tuple)):
+                lines.append(f"{key} = [{', '.join(str(v) for v in value)}]")
+            else:
+                lines.append(f'{key} = "{value}"')
+        for key, value in table.items():
+            if isinstance(value, dict):
+                emit(f"{prefix}.{key}" if prefix else key, value)
+
+    emit("", data)
+    return "\n".join(lines) + "\n"
+
+
+def config(data: dict[str, Any]) -> Config:
+    return Config.model_validate(data)
+
+
+def start_simulator(pki: TestPki, **options: Any) -> Simulator:
+    options.setdefault("min_reverse_delay_s", MIN_REVERSE)
+    options.setdefault("confirm_delay_s", 0.6)
+    return Simulator(wechat=WECHAT, tls=pki.server_tls(), **options).start()

@@ -1,0 +1,306 @@
+# SPDX-License-Identifier: MIT
+"""The engine driving real sales through the real WeChat client against the simulator
+(HTTPS, merchant client certificate on /secapi/), with a real SQLite file.
+
+Timing is scaled on both sides: the simulator refuses a reverse earlier than 1 s after the
+pay call (WeChat: 15 s) and posd's policy waits at least that long (tests/sandbox.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from posd import sale as m
+from posd.channels.simulator import Simulator, TestPki
+from posd.channels.wechat import WechatPay
+from posd.engine import Engine
+from posd.errors import CodeError, ConflictError
+from posd.money import Fen
+from posd.sale import Action, Sale, State
+from posd.store import Store
+from tests.sandbox import FAST, MIN_REVERSE, config, make_config, start_simulator
+
+WX = "1345678901234"  # + 5 digits; the last four pick the simulator's behaviour
+
+
+def code(ending: str, n: int = 0) -> str:
+    return f"{WX}{n}{ending}"
+
+
+@pytest.fixture(name="sim")
+def _sim(pki: TestPki) -> Iterator[Simulator]:
+    sim = start_simulator(pki, hang_s=2.0)
+    yield sim
+    sim.stop()
+
+
+class Harness:
+    def __init__(self, tmp: Path, url: str, pki: TestPki, **cfg: object) -> None:
+        self.cfg = config(make_config(tmp, url, pki, **cfg))  # type: ignore[arg-type]
+        self.tmp = tmp
+        self.store = Store.open(self.cfg.database.path)
+        self.finals: list[Sale] = []
+        self.engine = self._engine()
+
+    def _engine(self) -> Engine:
+        wx = self.cfg.channels.wechat
+        assert wx is not None
+        channel = WechatPay.from_config(wx, device_info="T01", body_prefix="Test")
+        engine = Engine(self.cfg, self.store, {"wechat": channel}, policies={"wechat": FAST})
+        engine.add_listener(lambda s: self.finals.append(s) if s.final else None)
+        return engine
+
+    def restart(self) -> Engine:
+        self.engine.stop()
+        self.store.close()
+        self.store = Store.open(self.cfg.database.path)
+        self.engine = self._engine()
+        self.engine.start()
+        return self.engine
+
+    def settle(self, sale_id: int, timeout: float = 20.0) -> Sale:
+        deadline = time.monotonic() + timeout
+        sale = self.engine.get(sale_id)
+        while not sale.final and time.monotonic() < deadline:
+            sale = self.engine.wait_for_change(sale_id, sale.updated_at, deadline - time.monotonic())
+        assert sale.final, f"sale {sale_id} still {sale.state} after {timeout} s"
+        return sale
+
+
+@pytest.fixture(name="h")
+def _harness(tmp_path: Path, sim: Simulator, pki: TestPki) -> Iterator[Harness]:
+    h = Harness(tmp_path, sim.url, pki)
+    h.engine.start()
+    yield h
+    h.engine.stop(timeout=5)
+    h.store.close()
+
+
+def pay(h: Harness, auth_code: str, amount: int = 1250, **kw: object) -> Sale:
+    sale, created = h.engine.create_sale(amount, auth_code=auth_code, **kw)  # type: ignore[arg-type]
+    assert created and sale.state is State.PAYING
+    return h.settle(sale.id)
+
+
+def trade(sim: Simulator, sale: Sale) -> dict:
+    t = sim.trade(sale.out_trade_no)
+    assert t is not None
+    return t
+
+
+@pytest.mark.parametrize(
+    ("ending", "state", "decline_code"),
+    [
+        ("0000", State.PAID, None),
+        ("0001", State.PAID, None),
+        ("0002", State.REVERSED, None),
+        ("0003", State.DECLINED, "NOTENOUGH"),
+        ("0004", State.DECLINED, "AUTHCODEEXPIRE"),
+        ("0005", State.PAID, None),
+        ("0006", State.PAID, None),
+        ("0007", State.REVERSED, None),
+        ("0008", State.REVERSED, None),
+    ],
+)
+def test_every_sandbox_code(h: Harness, sim: Simulator, ending: str, state: State,
+                            decline_code: str | None) -> None:
+    sale = pay(h, code(ending))
+    assert sale.state is state
+    assert sale.decline_code == decline_code
+    assert sale.auth_code_masked == f"1345…{ending}"
+    if state is State.PAID:
+        assert sale.channel_trade_no == trade(sim, sale)["channel_trade_no"]
+    assert not sim.violations()
+    assert h.finals[-1].id == sale.id and h.finals[-1].state is state
+
+
+def test_confirming_is_shown_while_the_customer_confirms(h: Harness) -> None:
+    sale, _ = h.engine.create_sale(500, auth_code=code("0001"))
+    seen = {h.engine.wait_for_change(sale.id, sale.updated_at, 5).state}
+    assert h.settle(sale.id).state is State.PAID
+    states = [e["state"] for e in h.store.events(sale.id)]
+    assert "confirming" in states and states[-1] == "paid"
+    assert seen & {State.PAYING, State.CONFIRMING, State.PAID}
+
+
+def test_late_payment_is_refunded_by_the_reverse(h: Harness, sim: Simulator) -> None:
+    sale = pay(h, code("0007"))
+    events = [e["kind"] for e in trade(sim, sale)["events"]]
+    assert sale.state is State.REVERSED
+    assert any("refund" in str(e) for e in events), events
+
+
+def test_reverse_is_repeated_while_recall(h: Harness, sim: Simulator) -> None:
+    sale = pay(h, code("0008"))
+    assert sale.state is State.REVERSED and sale.recalls == 2
+    assert trade(sim, sale)["calls"]["reverse"] == 3
+
+
+def test_reverse_never_before_the_minimum_delay(h: Harness, sim: Simulator) -> None:
+    sale, _ = h.engine.create_sale(100, auth_code=code("0002"))
+    h.engine.cancel(sale.id)
+    sale = h.settle(sale.id)
+    assert sale.state is State.REVERSED
+    assert not sim.violations()
+    reversing = [e for e in h.store.events(sale.id) if e["action"] == "reverse"]
+    assert reversing and reversing[0]["at"] - (sale.pay_sent_at or 0) >= MIN_REVERSE
+
+
+def test_channel_unreachable_is_declined_without_money(tmp_path: Path, pki: TestPki) -> None:
+    sim = start_simulator(pki)
+    url = sim.url
+    sim.stop()  # a closed port: every connect is refused
+    h = Harness(tmp_path, url, pki)
+    h.engine.start()
+    try:
+        sale = pay(h, code("0000"))
+        assert sale.state is State.DECLINED and sale.decline_code == "CHANNEL_UNREACHABLE"
+        assert sale.pay_attempts > 1  # the pay was sent again, same out_trade_no
+    finally:
+        h.engine.stop(timeout=5)
+
+
+@pytest.mark.parametrize("fault", ["drop", "http500", "garbage", "badsign", "wrong_trade",
+                                   "xml_bomb", "hang"])
+def test_fault_on_pay_is_unknown_then_queried(h: Harness, sim: Simulator, fault: str) -> None:
+    sim.add_fault(fault, path="/pay/micropay", seconds=2.0)
+    sale = pay(h, code("0000"))
+    assert sale.state is State.PAID  # the trade was processed; the query finds it
+    assert sale.pay_attempts == 1 and sale.queries >= 1
+
+
+def test_faults_on_reverse_are_retried(h: Harness, sim: Simulator) -> None:
+    sim.add_fault("http503", path="/secapi/pay/reverse", count=2)
+    sale = pay(h, code("0002"))
+    assert sale.state is State.REVERSED and sale.reverse_attempts == 3
+
+
+def test_crash_after_write_ahead_before_send_is_resolved(h: Harness, sim: Simulator) -> None:
+    """A sale committed as paying whose pay never left: resumed as a query, then reversed."""
+    h.engine.stop(timeout=5)
+    now = time.time()
+
+    def make(seq: int) -> Sale:
+        s = m.new_sale(m.make_out_trade_no("S001", "T01", now, seq), Fen(300), now)
+        return m.start_pay(s, "wechat", "1345…0000", now, FAST)
+
+    sale, _ = h.store.create_sale(make, order_ref=None, idempotency_key=None)
+    h.restart()
+    sale = h.settle(sale.id)
+    assert sale.state is State.REVERSED  # no trade at the channel; nothing taken
+    assert sim.trade(sale.out_trade_no) is None
+
+
+def test_crash_after_send_finds_the_payment(h: Harness, sim: Simulator, tmp_path: Path) -> None:
+    """A sale whose pay reached the channel before the crash: recovery finds it paid."""
+    h.engine.stop(timeout=5)
+    now = time.time()
+
+    def make(seq: int) -> Sale:
+        s = m.new_sale(m.make_out_trade_no("S001", "T01", now, seq), Fen(300), now)
+        return m.start_pay(s, "wechat", "1345…0000", now, FAST)
+
+    sale, _ = h.store.create_sale(make, order_ref=None, idempotency_key=None)
+    wx = h.cfg.channels.wechat
+    assert wx is not None
+    other = WechatPay.from_config(wx, device_info="T01", body_prefix="Test")
+    assert isinstance(other.pay(sale.out_trade_no, Fen(300), code("0000"), "x"), m.Paid)
+    other.close()
+    h.restart()
+    assert h.settle(sale.id).state is State.PAID
+
+
+def test_one_paid_sale_per_order(h: Harness) -> None:
+    assert pay(h, code("0000", 1), order_ref="R1").state is State.PAID
+    with pytest.raises(ConflictError, match="already paid"):
+        h.engine.create_sale(1250, order_ref="R1", auth_code=code("0000", 2))
+
+
+def test_declined_order_can_be_paid_with_another_code(h: Harness) -> None:
+    first = pay(h, code("0003", 1), order_ref="R2")
+    second = pay(h, code("0000", 2), order_ref="R2")
+    assert (first.state, second.state) == (State.DECLINED, State.PAID)
+    assert first.out_trade_no != second.out_trade_no
+
+
+def test_bad_code_is_refused_before_anything_is_recorded(h: Harness, sim: Simulator) -> None:
+    with pytest.raises(CodeError):
+        h.engine.create_sale(100, auth_code="281234567890120001")  # Alipay: not enabled
+    with pytest.raises(CodeError):
+        h.engine.create_sale(100, auth_code="12345")
+    assert h.store.list() == [] and sim.ledger() == []
+
+
+class TestScans:
+    def test_scan_without_a_waiting_sale_is_refused_not_queued(self, h: Harness) -> None:
+        outcome = h.engine.scan(code("0000"), time.monotonic())
+        assert not outcome.accepted and "no sale is waiting" in outcome.reason
+        sale, _ = h.engine.create_sale(100)
+        assert h.engine.get(sale.id).state is State.AWAITING_CODE  # the refused scan is gone
+        assert h.engine.health()["last_scan"]["code"] == "1345…0000"
+
+    def test_scan_pays_the_waiting_sale(self, h: Harness) -> None:
+        sale, _ = h.engine.create_sale(100)
+        outcome = h.engine.scan(code("0000"), time.monotonic())
+        assert outcome.accepted and outcome.sale is not None and outcome.sale.id == sale.id
+        assert h.settle(sale.id).state is State.PAID
+
+    def test_double_read_is_ignored(self, h: Harness) -> None:
+        h.engine.create_sale(100)
+        t = time.monotonic()
+        assert h.engine.scan(code("0001"), t).accepted
+        second = h.engine.scan(code("0001"), t + 0.1)
+        assert not second.accepted and "twice" in second.reason
+
+    def test_scan_during_a_sale_in_flight_is_refused(self, h: Harness) -> None:
+        first, _ = h.engine.create_sale(100)
+        h.engine.create_sale(200)
+        assert h.engine.scan(code("0001", 1), time.monotonic()).accepted
+        refused = h.engine.scan(code("0000", 2), time.monotonic())
+        assert not refused.accepted and "in progress" in refused.reason
+
+    def test_stale_and_bad_codes(self, h: Harness) -> None:
+        h.engine.create_sale(100)
+        stale = h.engine.scan(code("0000"), time.monotonic() - 60)
+        assert not stale.accepted and "too long ago" in stale.reason
+        bad = h.engine.scan("hello", time.monotonic())
+        assert not bad.accepted and "not a payment code" in bad.reason
+
+
+def test_cancel_awaiting_code(h: Harness) -> None:
+    sale, _ = h.engine.create_sale(100)
+    assert h.engine.cancel(sale.id).state is State.CANCELLED
+
+
+def test_full_codes_never_reach_logs_or_the_database(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    full = [code(e, 7) for e in ("0000", "0003", "0005")]
+    for c in full:
+        pay(h, c)
+    h.engine.stop(timeout=5)
+    h.store.close()
+    blob = b"".join(p.read_bytes() for p in h.tmp.iterdir() if p.name.startswith("posd.db"))
+    for c in full:
+        assert c not in caplog.text
+        assert c.encode() not in blob
+    h.store = Store.open(h.cfg.database.path)
+
+
+def test_stop_lets_the_request_on_the_wire_finish(h: Harness, sim: Simulator) -> None:
+    sim.add_fault("latency", path="/pay/micropay", seconds=0.5)
+    sale, _ = h.engine.create_sale(100, auth_code=code("0000"))
+    h.engine.stop(timeout=5)
+    after = h.store.get(sale.id)
+    assert after.state is State.PAID or after.next_action in (Action.QUERY, Action.PAY)
+    engine = h.restart()
+    assert h.settle(sale.id).state is State.PAID
+    assert engine is h.engine
+
