@@ -78,7 +78,7 @@ class ApiClient:
 
     def list_sales(self, *, date: str | None = None) -> Any:
         params = {"date": date} if date else {}
-        return self._call("GET", "/v1/sales", params=params)
+        return self._call("GET", "/v1/sales", params=params)["sales"]
 
 
 def charge(client: ApiClient, amount_text: str, *, code: str | None, order: str | None,

@@ -180,7 +180,9 @@ class Policy:
     reverse_give_up_s: float = 6 * 24 * 3600.0
 
 
-WECHAT_POLICY = Policy(min_reverse_delay_s=15.0)  # "请勿扣款后立即调用撤销，建议至少15秒后再调用"
+#: WeChat: "请勿扣款后立即调用撤销，建议至少15秒后再调用" (no reverse within 15 s of the pay call),
+#: plus 1 s because the pay reaches WeChat a little after posd commits ``pay_sent_at``.
+WECHAT_POLICY = Policy(min_reverse_delay_s=16.0)
 
 
 # --- the sale ---------------------------------------------------------------------------
@@ -201,6 +203,8 @@ class Sale:
     auth_code_masked: str | None = None
     updated_at: float = 0.0
     pay_sent_at: float | None = None
+    #: when the last pay attempt was answered (or gave up): a later bound on its arrival.
+    last_pay_at: float | None = None
     deadline_at: float | None = None
     paid_at: float | None = None
     next_action: Action | None = None
@@ -311,8 +315,9 @@ def cancel(sale: Sale, now: float, policy: Policy) -> Sale:
 
 
 def _reverse_at(sale: Sale, now: float, policy: Policy) -> float:
-    earliest = (sale.pay_sent_at or now) + policy.min_reverse_delay_s
-    return max(now, earliest)
+    """Now, but never within ``min_reverse_delay_s`` of any pay attempt reaching the channel."""
+    sent = max(sale.pay_sent_at or now, sale.last_pay_at or 0.0)
+    return max(now, sent + policy.min_reverse_delay_s)
 
 
 def _to_reversing(sale: Sale, now: float, policy: Policy, message: str) -> Sale:
@@ -348,7 +353,7 @@ def _schedule(sale: Sale, action: Action, at: float, now: float, policy: Policy,
 
 def on_result(sale: Sale, action: Action, result: ChannelResult, now: float, policy: Policy) -> Sale:
     """Apply the channel's answer to ``action``. Pure: no clock, no network, no database."""
-    sale = _count(sale, action, result)
+    sale = _count(sale, action, result, now)
     if sale.final:
         return sale  # a late answer for a sale a person or an earlier answer already ended
     if sale.state is State.REVERSING:
@@ -358,13 +363,14 @@ def on_result(sale: Sale, action: Action, result: ChannelResult, now: float, pol
     return _while_paying(sale, action, result, now, policy)
 
 
-def _count(sale: Sale, action: Action, result: ChannelResult) -> Sale:
+def _count(sale: Sale, action: Action, result: ChannelResult, now: float) -> Sale:
     match action:
         case Action.PAY:
             arrived = sale.pay_maybe_arrived or not (
                 isinstance(result, Unknown) and not result.may_have_arrived
             )
-            return replace(sale, pay_attempts=sale.pay_attempts + 1, pay_maybe_arrived=arrived)
+            return replace(sale, pay_attempts=sale.pay_attempts + 1, pay_maybe_arrived=arrived,
+                           last_pay_at=now)
         case Action.QUERY:
             return replace(sale, queries=sale.queries + 1)
         case Action.REVERSE:
@@ -451,7 +457,8 @@ def _while_reversing(
         if isinstance(result, Declined):
             return _move(sale, State.DECLINED, now, next_action=None, next_at=None,
                          decline_code=result.code, message=result.message)
-        return sale
+        # The pay may have reached the channel later than the reverse was planned for.
+        return replace(sale, next_at=max(sale.next_at or now, _reverse_at(sale, now, policy)))
     match result:
         case Closed(refunded=refunded):
             message = {

@@ -36,7 +36,7 @@ def _001_sales(db: Database) -> None:
         {
             "id": int, "out_trade_no": str, "order_ref": str, "amount_fen": int,
             "currency": str, "channel": str, "state": str, "auth_code_masked": str,
-            "subject": str, "created_at": float, "updated_at": float, "pay_sent_at": float,
+            "subject": str, "created_at": float, "updated_at": float, "pay_sent_at": float, "last_pay_at": float,
             "deadline_at": float, "paid_at": float, "next_action": str, "next_at": float,
             "pay_attempts": int, "queries": int, "reverse_attempts": int, "recalls": int,
             "pay_maybe_arrived": int, "refunded": int, "channel_trade_no": str,
@@ -68,7 +68,7 @@ def _001_sales(db: Database) -> None:
 
 _SALE_FIELDS = (
     "out_trade_no", "order_ref", "channel", "state", "auth_code_masked", "subject",
-    "created_at", "updated_at", "pay_sent_at", "deadline_at", "paid_at", "next_action",
+    "created_at", "updated_at", "pay_sent_at", "last_pay_at", "deadline_at", "paid_at", "next_action",
     "next_at", "pay_attempts", "queries", "reverse_attempts", "recalls", "channel_trade_no",
     "decline_code", "message",
 )

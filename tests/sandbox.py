@@ -17,7 +17,7 @@ WECHAT = WechatSandbox("wx2421b1c4370ec43b", "10000100", "sandboxkeysandboxkeysa
 #: earlier than ``MIN_REVERSE`` after the pay call, like WeChat's 15 s).
 MIN_REVERSE = 1.0
 FAST = Policy(deadline_s=2.5, query_intervals_s=(0.2,), pay_retry_delay_s=0.1,
-              min_reverse_delay_s=MIN_REVERSE, reverse_backoff_s=(0.2, 0.4), recall_delay_s=0.1)
+              min_reverse_delay_s=MIN_REVERSE + 0.2, reverse_backoff_s=(0.2, 0.4), recall_delay_s=0.1)
 
 
 def secret(path: Path, text: str) -> Path:

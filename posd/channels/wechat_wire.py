@@ -65,6 +65,9 @@ def from_xml(body: bytes) -> dict[str, str]:
         raise WireError(f"forbidden XML construct: {type(err).__name__}") from err
     except SafeET.ParseError as err:
         raise WireError(f"not XML: {err}") from err
+    except (ValueError, LookupError) as err:
+        # expat refuses some declared encodings this way ("gbk": multi-byte, "nope": unknown).
+        raise WireError(f"unreadable XML: {err}") from err
     if root.tag != "xml":
         raise WireError(f"root element is <{root.tag}>, not <xml>")
     fields: dict[str, str] = {}

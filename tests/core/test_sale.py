@@ -86,7 +86,7 @@ def test_deadline_moves_to_reversing_not_before_wechat_minimum() -> None:
     sale = m.cancel(sale, T0 + 2, WX)
     assert sale.state is State.REVERSING
     assert sale.next_action is Action.REVERSE
-    assert sale.next_at == T0 + 15  # never earlier than 15 s after the pay call
+    assert sale.next_at == T0 + 16.3  # 15 s (+1 s margin) after the pay was last answered
 
 
 def test_deadline_reached_by_query_schedule() -> None:
@@ -232,6 +232,7 @@ def test_invariants_hold_for_any_answer_sequence(steps: list) -> None:
         assert sale.state is before.state or sale.state in m.TRANSITIONS[before.state]
         if sale.state is State.DECLINED and before.state is not State.DECLINED:
             assert isinstance(result, (m.Declined, m.Closed)) or not sale.pay_maybe_arrived
-        if sale.state is State.REVERSING and action is not None and action is not Action.REVERSE:
-            assert sale.next_at >= (sale.pay_sent_at or 0) + 15
+        if sale.state is State.REVERSING:
+            sent = max(sale.pay_sent_at or 0, sale.last_pay_at or 0)
+            assert sale.next_at >= sent + WX.min_reverse_delay_s
     assert sale.final or (sale.next_action is not None and sale.next_at is not None)

@@ -57,7 +57,9 @@ def test_unknown_sign_type_is_an_error() -> None:
 
 
 # Field names as WeChat writes them; values any text that can travel in XML and UTF-8.
-NAMES = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12).filter(lambda n: n != "sign")
+NAMES = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12).filter(
+    lambda n: n != "sign"
+)
 VALUES = st.text(
     st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"),
     max_size=40,
@@ -66,8 +68,9 @@ VALUES = st.text(
 # request always has appid, mch_id, nonce_str, so that corner never reaches the wire.
 PARAMS = st.dictionaries(NAMES, VALUES, max_size=12).filter(lambda p: any(p.values()))
 ROUND_TRIP = st.dictionaries(NAMES, VALUES, max_size=12)
-KEYS = st.text("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1,
-               max_size=32)
+KEYS = st.text(
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=32
+)
 
 
 @given(PARAMS, KEYS)
@@ -119,8 +122,18 @@ EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
         b"<xml><a>\xff\xfe</a></xml>",
         b"<xml>" + b"<a>x</a>" * (wire.MAX_BODY // 8) + b"</xml>",
     ],
-    ids=["billion-laughs", "external-entity", "empty", "text", "html", "nested", "gbk",
-         "unknown-encoding", "bad-utf8", "too-large"],
+    ids=[
+        "billion-laughs",
+        "external-entity",
+        "empty",
+        "text",
+        "html",
+        "nested",
+        "gbk",
+        "unknown-encoding",
+        "bad-utf8",
+        "too-large",
+    ],
 )
 def test_from_xml_refuses(body: bytes) -> None:
     with pytest.raises(wire.WireError):

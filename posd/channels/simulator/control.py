@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: MIT
+"""The ``/_sim/`` control endpoints: JSON in, JSON out, mirrored by :class:`Simulator` methods.
+
+| method and path       | body                                                    |
+|-----------------------|---------------------------------------------------------|
+| ``GET /_sim/``        | what this simulator is: channels, sandbox codes, faults |
+| ``GET /_sim/ledger``  | ``{"trades": [...], "calls": {...}, "violations": [...]}`` |
+| ``GET /_sim/faults``  | faults still queued                                     |
+| ``POST /_sim/faults`` | ``{"kind", "path"?, "count"?, "seconds"?, "process"?}``  |
+| ``POST /_sim/script`` | ``{"auth_code", "outcome", "confirm_delay_s"?, "reverse_retries"?}`` |
+| ``POST /_sim/reset``  | forget trades, scripts and faults                       |
+
+Answers are 200 with JSON, 400 ``{"error": ...}`` for a bad body, 404 for anything else. The
+server answers 403 to any peer that is not on the loopback interface.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from posd.channels.simulator.faults import parse_fault
+from posd.channels.simulator.ledger import Outcome, Trade, Violation
+
+if TYPE_CHECKING:
+    from posd.channels.simulator.server import Simulator
+
+Answer = tuple[int, dict[str, object]]
+
+
+def handle_control(sim: Simulator, method: str, path: str, body: bytes) -> Answer:
+    """Answer one control request: (HTTP status, JSON-able payload)."""
+    route = (method, path.rstrip("/"))
+    try:
+        match route:
+            case ("GET", "/_sim"):
+                return 200, sim.describe()
+            case ("GET", "/_sim/ledger"):
+                return 200, {
+                    "trades": sim.ledger(),
+                    "calls": sim.calls(),
+                    "violations": sim.violations(),
+                }
+            case ("GET", "/_sim/faults"):
+                return 200, {"faults": sim.faults()}
+            case ("POST", "/_sim/faults"):
+                return 200, _add_fault(sim, _json_object(body))
+            case ("POST", "/_sim/script"):
+                return 200, _script(sim, _json_object(body))
+            case ("POST", "/_sim/reset"):
+                sim.reset()
+                return 200, {"ok": True}
+            case _:
+                return 404, {"error": f"no control endpoint {method} {path}"}
+    except ValueError as err:
+        return 400, {"error": str(err)}
+
+
+def _json_object(body: bytes) -> Mapping[str, object]:
+    try:
+        payload = json.loads(body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"body is not JSON: {err}") from err
+    if not isinstance(payload, dict):
+        raise ValueError("body must be a JSON object")
+    return payload
+
+
+def _add_fault(sim: Simulator, payload: Mapping[str, object]) -> dict[str, object]:
+    fault, count = parse_fault(payload)
+    sim.add_fault(
+        fault.kind, path=fault.path, count=count, seconds=fault.seconds, process=fault.process
+    )
+    return {"ok": True, "fault": {**fault.to_json(), "count": count}}
+
+
+def _script(sim: Simulator, payload: Mapping[str, object]) -> dict[str, object]:
+    unknown = set(payload) - {"auth_code", "outcome", "confirm_delay_s", "reverse_retries"}
+    if unknown:
+        raise ValueError(f"unknown script field(s): {', '.join(sorted(unknown))}")
+    code, outcome = payload.get("auth_code"), payload.get("outcome")
+    delay, retries = payload.get("confirm_delay_s"), payload.get("reverse_retries", 2)
+    if not isinstance(code, str) or not code:
+        raise ValueError("auth_code must be a non-empty string")
+    if outcome not in set(Outcome):
+        raise ValueError(f"outcome must be one of {', '.join(Outcome)}, got {outcome!r}")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int | float)):
+        raise ValueError(f"confirm_delay_s must be a number, got {delay!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise ValueError(f"reverse_retries must be an integer, got {retries!r}")
+    sim.script(
+        code,
+        Outcome(str(outcome)),
+        confirm_delay_s=None if delay is None else float(delay),
+        reverse_retries=retries,
+    )
+    return {"ok": True}
+
+
+def trade_json(trade: Trade, calls: dict[str, int]) -> dict[str, object]:
+    """A trade as JSON-able data (the masked code only; the digest stays inside)."""
+    return {
+        "channel": trade.channel,
+        "out_trade_no": trade.out_trade_no,
+        "channel_trade_no": trade.channel_trade_no,
+        "auth_code": trade.auth_code,
+        "amount": trade.amount,
+        "outcome": trade.outcome.value,
+        "state": trade.state.value,
+        "created_at": trade.created_at,
+        "confirm_at": trade.confirm_at,
+        "paid_at": trade.paid_at,
+        "closed_at": trade.closed_at,
+        "events": [{"at": e.at, "kind": e.kind, "detail": e.detail} for e in trade.events],
+        "calls": calls,
+    }
+
+
+def violation_json(violation: Violation) -> dict[str, object]:
+    return {
+        "at": violation.at,
+        "channel": violation.channel,
+        "out_trade_no": violation.out_trade_no,
+        "action": violation.action,
+        "rule": violation.rule,
+        "detail": violation.detail,
+    }

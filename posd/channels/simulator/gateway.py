@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: MIT
+"""The seam between the HTTP plumbing (``server.py``) and one channel's endpoints.
+
+A gateway owns a set of paths and turns a :class:`Request` into a :class:`Reply`. It never
+touches sockets, threads or faults: the server reads the request, takes the lock, calls
+:meth:`Gateway.handle`, then delivers the reply (or a fault instead of it). The only
+channel-specific faults, a bad signature and an answer about another trade, are asked of the
+gateway through :meth:`Gateway.tamper`, because only it knows how its answers are signed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Tamper = Literal["badsign", "wrong_trade"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str  # "GET" or "POST"
+    path: str  # without the query string
+    query: str
+    body: bytes
+    #: None over plain HTTP; over HTTPS whether the client presented a certificate that
+    #: verified against the configured client CA.
+    client_cert: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    #: the channel's scripted behaviour: deliver this answer only after hanging past the
+    #: client's read timeout (sandbox code 0006).
+    hang: bool = False
+
+
+class Gateway(Protocol):
+    """One channel's endpoints. Called with the simulator's lock held."""
+
+    name: str
+
+    def handles(self, path: str) -> bool:
+        """Whether ``path`` is one of this gateway's endpoints."""
+        ...
+
+    def handle(self, request: Request) -> Reply:
+        """Answer ``request`` as the channel would, updating the ledger."""
+        ...
+
+    def tamper(self, reply: Reply, kind: Tamper) -> Reply:
+        """``reply`` with a wrong signature, or about another trade (still validly signed)."""
+        ...

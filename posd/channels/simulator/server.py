@@ -1,0 +1,334 @@
+# SPDX-License-Identifier: MIT
+"""The channel simulator: one loopback HTTP(S) server, one ledger, one gateway per channel.
+
+Theory of operation
+-------------------
+:class:`Simulator` runs a ``ThreadingHTTPServer`` (one daemon thread per connection, HTTP/1.1
+keep-alive like the real API) on loopback. For each request it reads the whole body, routes
+``/_sim/...`` to the control endpoints (``control.py``) and anything else to the channel gateway
+that owns the path, takes the next queued fault for that path (``faults.py``), lets the gateway
+answer under one lock (the ledger is not thread-safe), then delivers the answer -- or, when a
+fault says so, something worse. Every wait (latency, hang) is on ``_stopping``, so :meth:`stop`
+returns promptly even with requests hanging, and it shuts every open connection down.
+
+Over HTTPS the WeChat gateway refuses ``/secapi/`` requests that came without a verified client
+certificate, with the body WeChat sends ("证书验证失败"), rather than failing the handshake.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import Self, assert_never
+
+from posd.channels.simulator.control import handle_control, trade_json, violation_json
+from posd.channels.simulator.faults import (
+    GARBAGE_BODY,
+    HTTP_STATUS,
+    NEEDS_ANSWER,
+    XML_BOMB_BODY,
+    Fault,
+    FaultKind,
+    FaultQueue,
+)
+from posd.channels.simulator.gateway import Gateway, Reply, Request
+from posd.channels.simulator.ledger import (
+    ENDINGS,
+    Ledger,
+    Outcome,
+    Script,
+)
+from posd.channels.simulator.transport import (
+    Handler,
+    HttpServer,
+    ServerTls,
+    abort,
+    read_request,
+    send,
+    send_or_abort,
+)
+from posd.channels.simulator.wechat import WechatGateway, WechatSandbox
+
+log = logging.getLogger(__name__)
+
+
+class Simulator:
+    """The channel simulator (DESIGN.md §5): start it, point posd at :attr:`url`, stop it.
+
+    ``clock`` gives the ledger's time (tests inject one to move minutes in an instant);
+    ``confirm_delay_s`` is when code 0001's customer confirms; ``hang_s`` how long code 0006
+    and the ``hang`` fault block; ``min_reverse_delay_s`` WeChat's "not before 15 s";
+    ``close_unpaid_after_s`` closes trades left unpaid that long (WeChat: 45 s; default: never,
+    so that 0002 waits until reversed).
+    """
+
+    def __init__(
+        self,
+        *,
+        wechat: WechatSandbox,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ServerTls | None = None,
+        clock: Callable[[], float] = time.time,
+        confirm_delay_s: float = 8.0,
+        hang_s: float = 15.0,
+        min_reverse_delay_s: float = 15.0,
+        close_unpaid_after_s: float | None = None,
+    ) -> None:
+        self._address = (host, port)
+        self._tls = tls
+        self._clock = clock
+        self._hang_s = hang_s
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ledger = Ledger(
+            secret=secrets.token_bytes(32),
+            confirm_delay_s=confirm_delay_s,
+            close_unpaid_after_s=close_unpaid_after_s,
+        )
+        self._faults = FaultQueue()
+        require_cert = tls is not None and tls.require_client_cert_on_secapi
+        self._gateways: tuple[Gateway, ...] = (
+            WechatGateway(
+                wechat,
+                self._ledger,
+                clock=clock,
+                require_client_cert=require_cert,
+                min_reverse_delay_s=min_reverse_delay_s,
+            ),
+        )
+        self.wechat = wechat
+        self._server: HttpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind and serve in daemon threads; returns at once. Starting twice is a no-op."""
+        if self._server is not None:
+            return self
+        if self._stopping.is_set():
+            raise RuntimeError("a stopped Simulator cannot be started again: make a new one")
+        context = self._tls.context() if self._tls is not None else None
+        self._server = HttpServer(self._address, self._serve, context)
+        self._thread = threading.Thread(
+            target=self._server.serve_until_woken, name=f"posd-simulator-{self.port}", daemon=True
+        )
+        self._thread.start()
+        log.info("channel simulator listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake every hanging request, close every connection. Idempotent."""
+        self._stopping.set()
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        server.close_connections()
+        server.server_close()
+        log.info("channel simulator stopped")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the simulator is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``http(s)://127.0.0.1:PORT``, the base URL for posd's ``base_url``."""
+        host = self._address[0]
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self._tls is not None else 'http'}://{host}:{self.port}"
+
+    # --- control (mirrored by /_sim/) -----------------------------------------------------
+
+    def ledger(self) -> list[dict[str, object]]:
+        """Every trade, settled at the clock's now, as JSON-able dicts (masked codes only)."""
+        with self._lock:
+            trades = self._ledger.trades(self._clock())
+            return [trade_json(t, self._ledger.calls(t.channel, t.out_trade_no)) for t in trades]
+
+    def trade(self, out_trade_no: str, channel: str = "wechat") -> dict[str, object] | None:
+        """One trade from :meth:`ledger`, or None."""
+        found = (
+            t for t in self.ledger() if (t["channel"], t["out_trade_no"]) == (channel, out_trade_no)
+        )
+        return next(found, None)
+
+    def calls(self) -> dict[str, dict[str, dict[str, int]]]:
+        """``{channel: {out_trade_no: {endpoint: count}}}``, also where no trade was made."""
+        with self._lock:
+            return self._ledger.all_calls()
+
+    def violations(self) -> list[dict[str, object]]:
+        """What a well-behaved client never does (e.g. reverse < 15 s after pay)."""
+        with self._lock:
+            return [violation_json(v) for v in self._ledger.violations()]
+
+    def faults(self) -> list[dict[str, object]]:
+        return self._faults.pending()
+
+    def add_fault(
+        self,
+        kind: FaultKind | str,
+        *,
+        path: str = "*",
+        count: int = 1,
+        seconds: float | None = None,
+        process: bool = True,
+    ) -> None:
+        """Deliver the next ``count`` answers to ``path`` ("*": any) badly; see faults.py."""
+        self._faults.add(Fault(FaultKind(kind), path, seconds, process), count)
+
+    def script(
+        self,
+        auth_code: str,
+        outcome: Outcome | str,
+        *,
+        confirm_delay_s: float | None = None,
+        reverse_retries: int = 2,
+    ) -> None:
+        """Make trades paid with ``auth_code`` behave as ``outcome``, whatever its digits."""
+        if confirm_delay_s is not None and confirm_delay_s < 0:
+            raise ValueError(f"confirm_delay_s must not be negative, got {confirm_delay_s}")
+        if reverse_retries < 0:
+            raise ValueError(f"reverse_retries must not be negative, got {reverse_retries}")
+        with self._lock:
+            self._ledger.script(
+                auth_code, Script(Outcome(outcome), confirm_delay_s, reverse_retries)
+            )
+
+    def reset(self) -> None:
+        """Forget trades, call counters, violations, scripts and queued faults."""
+        with self._lock:
+            self._ledger.reset()
+        self._faults.clear()
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "url": self.url if self._server is not None else None,
+            "channels": {"wechat": {"appid": self.wechat.appid, "mch_id": self.wechat.mch_id}},
+            "sandbox_codes": [
+                {"ending": e, "outcome": o.value, "wechat": f"13456789012345{e}"}
+                for e, o in ENDINGS.items()
+            ],
+            "outcomes": [o.value for o in Outcome],
+            "fault_kinds": [k.value for k in FaultKind],
+        }
+
+    # --- serving ----------------------------------------------------------------------------
+
+    def _serve(self, handler: Handler) -> None:
+        """One request, in its connection's thread."""
+        request = read_request(handler)
+        if request is None:
+            return
+        if request.path == "/_sim" or request.path.startswith("/_sim/"):
+            self._control(handler, request)
+            return
+        gateway = next((g for g in self._gateways if g.handles(request.path)), None)
+        if gateway is None:
+            send(handler, Reply(404, b"no such endpoint\n"))
+            return
+        fault = self._faults.take(request.path)
+        if fault is not None:
+            log.info("fault %s on %s", fault.kind.value, request.path)
+        reply = self._process(gateway, request, fault)
+        self._deliver(handler, gateway, reply, fault)
+
+    def _control(self, handler: Handler, request: Request) -> None:
+        payload: dict[str, object]
+        if not ipaddress.ip_address(handler.client_address[0]).is_loopback:
+            status, payload = 403, {"error": "the control endpoint answers loopback only"}
+        else:
+            status, payload = handle_control(self, request.method, request.path, request.body)
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        send(handler, Reply(status, body, "application/json"))
+
+    def _process(self, gateway: Gateway, request: Request, fault: Fault | None) -> Reply | None:
+        """The gateway's answer, or None when the fault keeps the request from the ledger."""
+        if fault is not None:
+            if fault.kind is FaultKind.LATENCY and self._stopping.wait(fault.seconds or 0.0):
+                return None  # stop() came first
+            if not fault.process and fault.kind not in NEEDS_ANSWER:
+                return None
+        with self._lock:
+            return gateway.handle(request)
+
+    def _deliver(
+        self, handler: Handler, gateway: Gateway, reply: Reply | None, fault: Fault | None
+    ) -> None:
+        kind = None if fault is None else fault.kind
+        match kind:
+            case None | FaultKind.LATENCY:
+                if reply is not None and reply.hang:  # sandbox code 0006
+                    reply = self._after_hang(reply, self._hang_s)
+                send_or_abort(handler, reply)
+            case FaultKind.DROP:
+                abort(handler)
+            case FaultKind.HANG:
+                seconds = self._hang_s if fault is None or fault.seconds is None else fault.seconds
+                send_or_abort(handler, self._after_hang(reply, seconds))
+            case FaultKind.HTTP500 | FaultKind.HTTP502 | FaultKind.HTTP503:
+                status = HTTP_STATUS[kind]
+                page = f"<html><body><h1>{status}</h1></body></html>\n".encode()
+                send(handler, Reply(status, page, "text/html"))
+            case FaultKind.GARBAGE:
+                send(handler, Reply(200, GARBAGE_BODY, "text/plain"))
+            case FaultKind.XML_BOMB:
+                send(handler, Reply(200, XML_BOMB_BODY, "text/xml; charset=utf-8"))
+            case FaultKind.BADSIGN:
+                send_or_abort(handler, reply and gateway.tamper(reply, "badsign"))
+            case FaultKind.WRONG_TRADE:
+                send_or_abort(handler, reply and gateway.tamper(reply, "wrong_trade"))
+            case _:
+                assert_never(kind)
+
+    def _after_hang(self, reply: Reply | None, seconds: float) -> Reply | None:
+        """Block past the client's timeout; None (no answer at all) if stop() came first."""
+        return None if self._stopping.wait(seconds) else reply
+
+
+def run_forever(sim: Simulator, *, on_ready: Callable[[Simulator], None] | None = None) -> None:
+    """Serve ``sim`` until SIGINT or SIGTERM, then stop it. Call from the main thread.
+
+    ``on_ready`` runs once the simulator listens (e.g. the CLI prints the URL and codes).
+    """
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping the channel simulator", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with sim:
+            if on_ready is not None:
+                on_ready(sim)
+            while not stop.wait(1.0):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

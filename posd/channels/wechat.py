@@ -1,0 +1,368 @@
+# SPDX-License-Identifier: MIT
+"""WeChat Pay v2 client: micropay, orderquery, reverse. [shell]
+
+Every call returns a :data:`posd.sale.ChannelResult` value, never raises for what the channel
+or the network did, never returns a dict (reference/channels.md §1, §4).
+
+- An answer is used only if it is XML (parsed by defusedxml, at most ``MAX_BODY`` bytes),
+  ``return_code=SUCCESS``, signed with our key and sign_type (``wechat_wire.verify``, constant
+  time), for our appid/mch_id and for the ``out_trade_no`` we asked about. Anything else is
+  ``Unknown(may_have_arrived=True)``: money may have moved, so the engine queries.
+- ``return_code=FAIL`` (unsigned) means the request was not accepted: pay -> ``Declined`` (the
+  till is misconfigured, no money moved), query -> ``Unknown``, reverse -> ``Refused``.
+- Transport failures follow urllib3's rule (``posd.channels.transport``): only a failed
+  connect or TLS handshake is ``Unknown(may_have_arrived=False)``; read timeouts, resets,
+  closes after sending and non-200 statuses are ``Unknown(may_have_arrived=True)``.
+- No retries here (urllib3 retries off): what to do next is ``posd.sale``'s decision.
+- Never logged: the API key, strings-to-sign, full payment codes (``posd.codes.mask``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from typing import ClassVar, Final
+
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from posd.channels import transport
+from posd.channels import wechat_wire as wire
+from posd.codes import mask
+from posd.config import WechatConfig, read_secret
+from posd.errors import ConfigError
+from posd.money import Fen
+from posd.sale import (
+    ChannelResult,
+    Closed,
+    Declined,
+    Failed,
+    NotFound,
+    Paid,
+    Pending,
+    Refused,
+    Unknown,
+)
+
+log = logging.getLogger(__name__)
+
+MICROPAY: Final = "/pay/micropay"
+ORDERQUERY: Final = "/pay/orderquery"
+REVERSE: Final = "/secapi/pay/reverse"  # /secapi/: mutual TLS with the merchant certificate
+BODY_MAX_BYTES: Final = 127  # micropay ``body`` String(127); counted in UTF-8 bytes to be safe
+DEVICE_INFO_MAX: Final = 32  # ``device_info`` String(32)
+
+_MISCONFIGURED: Final = (
+    "The till is misconfigured for WeChat Pay; no money was taken. "
+    "Ask the store manager to check the WeChat settings, or take another payment method."
+)
+_NEW_CODE: Final = "ask the customer to refresh the payment code and scan again"
+
+#: Merchant/config/request errors: final for this attempt, the operator must fix the setup.
+CONFIG_ERRORS: Final = (
+    "NOAUTH", "PARAM_ERROR", "APPID_NOT_EXIST", "MCHID_NOT_EXIST", "APPID_MCHID_NOT_MATCH",
+    "LACK_PARAMS", "SIGNERROR", "XML_FORMAT_ERROR", "REQUIRE_POST_METHOD", "POST_DATA_EMPTY",
+    "NOT_UTF8", "INVALID_REQUEST", "RULELIMIT",
+)  # fmt: skip
+
+#: micropay ``err_code`` -> result (reference/channels.md §1.5). WeChat's ``err_code_des`` is
+#: appended to a Declined message. A code not listed here is Unknown: never decline what we
+#: do not understand.
+MICROPAY_ERRORS: Final[Mapping[str, ChannelResult]] = {
+    "SYSTEMERROR": Unknown("SYSTEMERROR: WeChat system error, outcome unknown"),
+    "BANKERROR": Unknown("BANKERROR: bank system error, outcome unknown"),
+    "USERPAYING": Pending("USERPAYING"),
+    # A retry of an attempt that did succeed: the query confirms it (and gives transaction_id).
+    "ORDERPAID": Unknown("ORDERPAID: already paid: query"),
+    # The out_trade_no was used before with other data: a posd bug, and no money moved for
+    # *this* request -- but a trade under this number exists and may be paid. Declining could
+    # hide a payment, so query (and reverse at the deadline) instead.
+    "OUT_TRADE_NO_USED": Unknown("OUT_TRADE_NO_USED: number already used: query"),
+    "AUTHCODEEXPIRE": Declined("AUTHCODEEXPIRE", f"The payment code has expired: {_NEW_CODE}."),
+    **{
+        code: Declined(code, message)
+        for code, message in {
+            "AUTH_CODE_ERROR": f"The payment code was refused (each code works once): {_NEW_CODE}.",
+            "AUTH_CODE_INVALID": "This is not a valid WeChat payment code: ask the customer to "
+            "open WeChat Pay's payment code (付款码) and scan again.",
+            "NOTENOUGH": "Not enough balance: ask the customer to choose another card in WeChat "
+            "or pay another way.",
+            "NOTSUPORTCARD": "The customer's card cannot be used here: ask them to choose another "
+            "card or pay another way.",  # sic: WeChat's spelling
+            "BUYER_MISMATCH": "Another WeChat account already tried this sale: start a new sale.",
+            "TRADE_ERROR": "WeChat refused this payment: ask the customer to pay another way.",
+            "ORDERCLOSED": "WeChat has closed this payment: start a new sale.",
+            "ORDERREVERSED": "This payment was already reversed: start a new sale.",
+        }.items()
+    },
+    **{code: Declined(code, _MISCONFIGURED) for code in CONFIG_ERRORS},
+}
+
+#: orderquery ``trade_state`` -> result (§1.6); SUCCESS is handled apart (it carries data);
+#: REFUND and anything not listed is Unknown.
+TRADE_STATES: Final[Mapping[str, ChannelResult]] = {
+    "USERPAYING": Pending("USERPAYING"),
+    "NOTPAY": Pending("NOTPAY"),
+    "CLOSED": Closed("CLOSED"),
+    "REVOKED": Closed("REVOKED"),
+    "PAYERROR": Failed(
+        "PAYERROR", "The payment failed at WeChat: it is being reversed; ask for another payment."
+    ),
+}
+
+_REVERSE_REFUSED: Final = "WeChat refused to reverse this payment"
+
+#: reverse ``err_code`` (with ``recall=N``) -> result (§1.7). Not listed (SYSTEMERROR,
+#: USERPAYING, new codes): Unknown, and the engine reverses again.
+REVERSE_ERRORS: Final[Mapping[str, ChannelResult]] = {
+    "ORDERNOTEXIST": NotFound("ORDERNOTEXIST"),
+    # Not in WeChat's list for reverse, but if it ever says so the trade is closed: the aim.
+    "ORDERREVERSED": Closed("ORDERREVERSED"),
+    "ORDERCLOSED": Closed("ORDERCLOSED"),
+    "REVERSE_EXPIRE": Refused(
+        "REVERSE_EXPIRE", "WeChat no longer reverses this order (older than 7 days): refund it."
+    ),
+    **{
+        code: Refused(code, _REVERSE_REFUSED)
+        for code in ("INVALID_TRANSACTIONID", "TRADE_ERROR", *CONFIG_ERRORS)
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    """``return_code=FAIL``: WeChat did not accept the request (unsigned answer)."""
+
+    message: str
+
+
+_Answer = Mapping[str, str] | _Rejected | Unknown
+
+
+class WechatPay:
+    """The WeChat Pay v2 channel (``posd.channels.Channel``)."""
+
+    name: ClassVar[str] = "wechat"
+
+    def __init__(
+        self, config: WechatConfig, *, api_key: str, device_info: str = "", body_prefix: str = ""
+    ) -> None:
+        if not api_key:
+            raise ConfigError("channels.wechat.api_key_file: the API key is empty")
+        if len(device_info) > DEVICE_INFO_MAX:
+            raise ConfigError(f"WeChat device_info {device_info!r} is longer than 32 characters")
+        self._config = config
+        self._api_key = api_key
+        self._device_info = device_info
+        self._body_prefix = body_prefix
+        self._timeout = (config.connect_timeout_s, config.read_timeout_s)
+        self._verify: str | bool = str(config.ca_file) if config.ca_file else True
+        self._cert = (str(config.cert_file), str(config.key_file)) if config.key_file else None
+        self._session = transport.session()
+
+    @classmethod
+    def from_config(
+        cls, config: WechatConfig, *, device_info: str = "", body_prefix: str = ""
+    ) -> WechatPay:
+        """Read the API key from ``api_key_file`` (which must be private: 0600/0400)."""
+        raw = read_secret(config.api_key_file, "channels.wechat.api_key_file")
+        try:
+            api_key = raw.decode("ascii").strip()
+        except UnicodeDecodeError as err:
+            raise ConfigError("channels.wechat.api_key_file: the key is not ASCII text") from err
+        return cls(config, api_key=api_key, device_info=device_info, body_prefix=body_prefix)
+
+    def close(self) -> None:
+        self._session.close()
+
+    # --- the three calls ---------------------------------------------------------------
+
+    def pay(self, out_trade_no: str, amount: Fen, auth_code: str, subject: str) -> ChannelResult:
+        """Send micropay. Paid, Declined, Pending (customer confirming) or Unknown."""
+        params = self._common(out_trade_no) | {
+            "body": self._body(subject),
+            "total_fee": str(int(amount)),
+            "fee_type": "CNY",
+            "spbill_create_ip": self._config.client_ip,
+            "auth_code": auth_code,
+            "device_info": self._device_info,
+        }
+        result = _pay_result(_hide(self._call(MICROPAY, params, out_trade_no), auth_code))
+        log.info("wechat pay %s %s fen %s -> %s", out_trade_no, amount, mask(auth_code), result)
+        return result
+
+    def query(self, out_trade_no: str, amount: Fen) -> ChannelResult:
+        """Ask orderquery for the trade's state."""
+        answer = self._call(ORDERQUERY, self._common(out_trade_no), out_trade_no)
+        result = _query_result(answer)
+        if isinstance(result, Paid) and result.amount != amount:
+            log.warning(
+                "wechat %s: paid %s fen, the sale is for %s", out_trade_no, result.amount, amount
+            )
+        log.info("wechat query %s -> %s", out_trade_no, result)
+        return result
+
+    def reverse(self, out_trade_no: str) -> ChannelResult:
+        """Reverse (撤销) the trade over mutual TLS; a paid trade is refunded by it."""
+        answer = self._call(REVERSE, self._common(out_trade_no), out_trade_no)
+        result = _reverse_result(answer)
+        log.info("wechat reverse %s -> %s", out_trade_no, result)
+        return result
+
+    # --- one request -----------------------------------------------------------------------
+
+    def _common(self, out_trade_no: str) -> dict[str, str]:
+        return {
+            "appid": self._config.appid,
+            "mch_id": self._config.mch_id,
+            "out_trade_no": out_trade_no,
+            "nonce_str": secrets.token_hex(16),  # 32 characters, the field's limit
+            "sign_type": self._config.sign_type,
+        }
+
+    def _body(self, subject: str) -> str:
+        """``门店品牌名-城市分店名-实际商品名称``: prefix and subject, cut to 127 UTF-8 bytes."""
+        text = "-".join(part for part in (self._body_prefix, subject) if part.strip()) or "POS"
+        # Control characters would break the XML (or be normalised by it, breaking the sign).
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
+        return text.encode()[:BODY_MAX_BYTES].decode(errors="ignore")
+
+    def _call(self, path: str, params: dict[str, str], out_trade_no: str) -> _Answer:
+        params["sign"] = wire.sign(params, self._api_key, self._config.sign_type)
+        raw = self._post(path, wire.to_xml(params))
+        if isinstance(raw, Unknown):
+            return raw
+        return self._check(path, raw, out_trade_no)
+
+    def _post(self, path: str, body: bytes) -> bytes | Unknown:
+        cert = self._cert if path.startswith("/secapi/") else None
+        try:
+            with self._session.post(
+                self._config.base_url + path,
+                data=body,
+                headers={"Content-Type": "text/xml; charset=utf-8"},
+                timeout=self._timeout,
+                verify=self._verify,
+                cert=cert,
+                stream=True,
+                allow_redirects=False,
+            ) as response:
+                if response.status_code != HTTPStatus.OK:
+                    return Unknown(f"{path}: HTTP {response.status_code}")
+                return transport.read_bounded(response, wire.MAX_BODY, path)
+        except (OSError, Urllib3Error) as err:  # requests.RequestException is an OSError
+            return transport.failure(path, err)
+
+    def _check(self, path: str, raw: bytes, out_trade_no: str) -> _Answer:
+        """Parse and authenticate an answer; see the module docstring for the rules."""
+        try:
+            answer = wire.from_xml(raw)
+        except wire.WireError as err:
+            return Unknown(f"{path}: unreadable answer: {err}")
+        if answer.get("return_code") == "FAIL":
+            return _Rejected(_text(answer.get("return_msg", "")) or "no reason given")
+        if (problem := self._distrust(answer, out_trade_no)) is not None:
+            log.warning("ALERT wechat %s %s: %s", path, out_trade_no, problem)
+            return Unknown(f"{path}: {problem}")
+        return answer
+
+    def _distrust(self, answer: Mapping[str, str], out_trade_no: str) -> str | None:
+        """Why a return_code=SUCCESS answer cannot be used, or None."""
+        if answer.get("return_code") != "SUCCESS":
+            return "answer without a valid return_code"
+        if not wire.verify(answer, self._api_key, self._config.sign_type):
+            return "the answer's signature does not verify"
+        if (answer.get("appid"), answer.get("mch_id")) != (self._config.appid, self._config.mch_id):
+            return "the answer is for another appid/mch_id"
+        if answer.get("out_trade_no", out_trade_no) != out_trade_no:
+            return "the answer is for another out_trade_no"
+        if answer.get("result_code") not in ("SUCCESS", "FAIL"):
+            return "answer without a valid result_code"
+        return None
+
+
+def _paid(answer: Mapping[str, str], path: str) -> ChannelResult:
+    """A SUCCESS answer must name the trade, WeChat's transaction and the amount in fen."""
+    transaction_id = answer.get("transaction_id", "")
+    fee = answer.get("total_fee", "")
+    if "out_trade_no" not in answer or not transaction_id or not (fee.isascii() and fee.isdigit()):
+        return Unknown(f"{path}: SUCCESS without out_trade_no, transaction_id or total_fee")
+    return Paid(transaction_id, Fen(int(fee)))
+
+
+def _by_err_code(
+    table: Mapping[str, ChannelResult], answer: Mapping[str, str], path: str
+) -> ChannelResult:
+    code = answer.get("err_code", "")
+    known = table.get(code)
+    if known is None:
+        return Unknown(f"{path}: err_code {_text(code)!r}: {_text(answer.get('err_code_des', ''))}")
+    return _with_text(known, answer.get("err_code_des", ""))
+
+
+def _pay_result(answer: _Answer) -> ChannelResult:
+    if isinstance(answer, Unknown):
+        return answer
+    if isinstance(answer, _Rejected):
+        return Declined("RETURN_FAIL", f"{_MISCONFIGURED} (WeChat: {answer.message})")
+    if answer["result_code"] == "SUCCESS":
+        return _paid(answer, MICROPAY)
+    return _by_err_code(MICROPAY_ERRORS, answer, MICROPAY)
+
+
+def _query_result(answer: _Answer) -> ChannelResult:
+    if isinstance(answer, Unknown):
+        return answer
+    if isinstance(answer, _Rejected):
+        return Unknown(f"{ORDERQUERY}: request not accepted: {answer.message}")
+    if answer["result_code"] != "SUCCESS":
+        return _by_err_code({"ORDERNOTEXIST": NotFound("ORDERNOTEXIST")}, answer, ORDERQUERY)
+    state = answer.get("trade_state", "")
+    if state == "SUCCESS":
+        return _paid(answer, ORDERQUERY)
+    known = TRADE_STATES.get(state)
+    if known is None:
+        return Unknown(f"{ORDERQUERY}: trade_state {_text(state)!r}")
+    return _with_text(known, answer.get("trade_state_desc", ""))
+
+
+def _reverse_result(answer: _Answer) -> ChannelResult:
+    if isinstance(answer, Unknown):
+        return answer
+    if isinstance(answer, _Rejected):
+        return Refused("RETURN_FAIL", f"{_REVERSE_REFUSED}: not accepted ({answer.message})")
+    # recall=Y wins even over SUCCESS: WeChat's rule is "call again until recall=N", and a
+    # repeated reverse of a reversed order answers SUCCESS again.
+    if answer.get("recall") == "Y":
+        return Pending(f"recall: {_text(answer.get('err_code', '')) or 'repeat the reverse'}")
+    if answer["result_code"] == "SUCCESS":
+        return Closed("reversed", refunded=None)
+    return _by_err_code(REVERSE_ERRORS, answer, REVERSE)
+
+
+def _with_text(result: ChannelResult, text: str) -> ChannelResult:
+    """Append WeChat's own description (often Chinese) to a table entry's message/detail."""
+    if not (text := _text(text)):
+        return result
+    if isinstance(result, (Declined, Failed, Refused)):
+        return replace(result, message=f"{result.message} (微信: {text})")
+    if isinstance(result, (Unknown, Pending, NotFound, Closed)):
+        return replace(result, detail=f"{result.detail}: {text}")
+    return result
+
+
+def _text(value: str, limit: int = 120) -> str:
+    """Channel text made safe to show and log: one line, bounded."""
+    return " ".join(value.split())[:limit]
+
+
+def _hide(answer: _Answer, auth_code: str) -> _Answer:
+    """Mask the payment code wherever the channel's text might echo it, before any mapping."""
+    if not auth_code or isinstance(answer, Unknown):  # Unknown details hold no channel text
+        return answer
+    hidden = mask(auth_code)
+    if isinstance(answer, _Rejected):
+        return _Rejected(answer.message.replace(auth_code, hidden))
+    return {key: value.replace(auth_code, hidden) for key, value in answer.items()}
