@@ -45,6 +45,7 @@ from posd.errors import (
     NotFoundError,
     PosdError,
     StoreError,
+    UnavailableError,
 )
 from posd.money import MAX_FEN, check_fen
 from posd.report import BUCKETS, ChannelTotals, DailyReport, daily_report, day_bounds, parse_day
@@ -59,7 +60,6 @@ MAX_BODY_BYTES = 16 * 1024
 #: Paths served without the token (DESIGN §4).
 PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 
-_SHUTTING_DOWN = "posd is shutting down"
 _BODY_NOT_JSON = "send the body as JSON, with the header Content-Type: application/json"
 _BODY_NOT_OBJECT = 'the request body must be a JSON object such as {"amount": 1250}'
 _EXPLAIN = {"missing": "{field} is required", "extra_forbidden": "unknown field '{field}'"}
@@ -241,10 +241,8 @@ def _error(status: int, detail: str, headers: Mapping[str, str] | None = None) -
 
 
 def _status_of(err: PosdError) -> int:
-    if isinstance(err, InputError) and str(err).startswith(_SHUTTING_DOWN):
-        return 503  # the engine says so with an InputError; it is not the client's fault
     for kind, status in ((ConflictError, 409), (NotFoundError, 404), (InputError, 422),
-                         (StoreError, 503)):
+                         (StoreError, 503), (UnavailableError, 503)):
         if isinstance(err, kind):
             return status
     return 500

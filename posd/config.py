@@ -330,6 +330,14 @@ def check_files(config: Config) -> list[str]:
     return problems
 
 
+def read_api_token(config: Config) -> str:
+    """The local API's bearer token (at least 16 characters), shared by daemon and CLI."""
+    token = read_secret(config.api.token_file, "api.token_file").decode("utf-8", "replace").strip()
+    if len(token) < 16:
+        raise ConfigError("api.token_file: the token must be at least 16 characters")
+    return token
+
+
 def read_secret(path: Path | None, key: str) -> bytes:
     """Read a secret file after checking its mode. The content is never logged."""
     if (problem := secret_file_problem(path)) is not None:

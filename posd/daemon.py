@@ -17,7 +17,7 @@ from typing import TextIO
 from posd import receipt
 from posd.api import ApiServer, create_app
 from posd.channels import Channel
-from posd.config import Config, read_secret
+from posd.config import Config, read_api_token
 from posd.engine import Engine
 from posd.errors import ConfigError
 from posd.printer import ConsolePrinter
@@ -57,9 +57,7 @@ class Daemon:
 
     @classmethod
     def build(cls, config: Config, *, receipts_to: TextIO | None = None) -> Daemon:
-        token = read_secret(config.api.token_file, "api.token_file").decode().strip()
-        if len(token) < 16:
-            raise ConfigError("api.token_file: the token must be at least 16 characters")
+        token = read_api_token(config)
         store = Store.open(config.database.path)
         engine = Engine(config, store, build_channels(config))
         if config.printer.kind == "console":

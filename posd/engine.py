@@ -27,7 +27,7 @@ from posd import sale as machine
 from posd.channels import Channel
 from posd.codes import CHANNEL_LABELS, DoubleReadFilter, mask, route
 from posd.config import Config
-from posd.errors import CodeError, InputError, StoreError
+from posd.errors import CodeError, InputError, StoreError, UnavailableError
 from posd.money import Fen, check_fen
 from posd.sale import Action, ChannelResult, Policy, Sale, State
 from posd.store import Store
@@ -129,6 +129,8 @@ class Engine:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop taking sales; let in-flight requests finish and their answers be committed."""
         self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()  # long-polls return now
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -164,7 +166,9 @@ class Engine:
         """
         self._refuse_if_stopping()
         fen = check_fen(amount)
-        channel = route(auth_code, self._channels, self._config.codes.prefix_rules) if auth_code else None
+        channel = None
+        if auth_code is not None:
+            channel = route(auth_code, self._channels, self._config.codes.prefix_rules)
         subject = subject or self._config.store.name
         if order_ref is not None and not 0 < len(order_ref) <= 64:
             raise InputError("order_ref must be 1 to 64 characters")
@@ -217,7 +221,7 @@ class Engine:
             while True:
                 sale = self._store.get(sale_id)
                 left = deadline - time.monotonic()
-                if sale.updated_at > since or left <= 0:
+                if sale.updated_at > since or left <= 0 or self._stopping.is_set():
                     return sale
                 self._cond.wait(left)
 
@@ -360,7 +364,7 @@ class Engine:
 
     def _refuse_if_stopping(self) -> None:
         if self._stopping.is_set():
-            raise InputError("posd is shutting down; no new payments")
+            raise UnavailableError("posd is shutting down; no new payments")
 
     # --- housekeeping --------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ class ConflictError(PosdError):
     """The request contradicts what is already recorded (e.g. the order is already paid)."""
 
 
+class UnavailableError(PosdError):
+    """posd cannot take the request now (shutting down); try again shortly."""
+
+
 class NotFoundError(PosdError):
     """No such sale."""
 

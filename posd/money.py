@@ -37,7 +37,8 @@ def check_fen(value: object) -> Fen:
     if value <= 0:
         raise AmountError(f"amount must be at least 1 fen, got {value}")
     if value > MAX_FEN:
-        raise AmountError(f"amount {format_yuan(Fen(value))} is over the limit of {format_yuan(MAX_FEN)}")
+        raise AmountError(
+            f"amount {format_yuan(Fen(value))} yuan is over the limit of {format_yuan(MAX_FEN)} yuan")
     return Fen(value)
 
 
