@@ -129,7 +129,7 @@ def serve(daemon: Any, *, scanner_stream: Any = None) -> int:
     daemon.start(scanner_stream=scanner_stream)
     status = daemon.wait()
     daemon.stop()
-    return status
+    return int(status)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -226,7 +226,7 @@ class Engine:
                 self._cond.wait(left)
 
     def list_sales(self, **filters: Any) -> list[Sale]:
-        return self._store.list(**filters)
+        return self._store.find(**filters)
 
     # --- the scanner's side --------------------------------------------------------------
 
@@ -260,9 +260,9 @@ class Engine:
         if self._stopping.is_set():
             return ScanOutcome(False, "posd is shutting down; no new payments")
         with self._cond:
-            if self._store.list(states=(State.PAYING, State.CONFIRMING)):
+            if self._store.find(states=(State.PAYING, State.CONFIRMING)):
                 return ScanOutcome(False, "another payment is in progress; wait for it to finish")
-            waiting = self._store.list(states=(State.AWAITING_CODE,))
+            waiting = self._store.find(states=(State.AWAITING_CODE,))
             if not waiting:
                 return ScanOutcome(False, "no sale is waiting for a payment code; enter the amount first")
             now = self._clock()
@@ -384,8 +384,8 @@ class Engine:
 
     def health(self) -> dict[str, Any]:
         """What is degraded, for /v1/health."""
-        attention = self._store.list(states=(State.NEEDS_ATTENTION,))
-        in_flight = self._store.list(states=(State.PAYING, State.CONFIRMING, State.REVERSING))
+        attention = self._store.find(states=(State.NEEDS_ATTENTION,))
+        in_flight = self._store.find(states=(State.PAYING, State.CONFIRMING, State.REVERSING))
         backlog = self._store.outbox_backlog()
         degraded = []
         if attention:

@@ -32,7 +32,7 @@ _UNRESOLVED = tuple(s.value for s in State if s not in {State.DECLINED, State.RE
 
 @migrations(name="001_sales")
 def _001_sales(db: Database) -> None:
-    db["sales"].create(
+    db.table("sales").create(
         {
             "id": int, "out_trade_no": str, "order_ref": str, "amount_fen": int,
             "currency": str, "channel": str, "state": str, "auth_code_masked": str,
@@ -45,25 +45,25 @@ def _001_sales(db: Database) -> None:
         pk="id",
         not_null={"out_trade_no", "amount_fen", "state", "created_at"},
     )
-    db["sales"].create_index(["out_trade_no"], unique=True)
-    db["sales"].create_index(["idempotency_key"], unique=True)
-    db["sales"].create_index(["order_ref"])
-    db["sales"].create_index(["state"])
-    db["sales"].create_index(["created_at"])
-    db["sale_events"].create(
+    db.table("sales").create_index(["out_trade_no"], unique=True)
+    db.table("sales").create_index(["idempotency_key"], unique=True)
+    db.table("sales").create_index(["order_ref"])
+    db.table("sales").create_index(["state"])
+    db.table("sales").create_index(["created_at"])
+    db.table("sale_events").create(
         {"id": int, "sale_id": int, "at": float, "state": str, "action": str, "detail": str,
          "message": str},
         pk="id",
         foreign_keys=[("sale_id", "sales")],
     )
-    db["sale_events"].create_index(["sale_id"])
-    db["outbox"].create(
+    db.table("sale_events").create_index(["sale_id"])
+    db.table("outbox").create(
         {"id": int, "record_id": str, "kind": str, "payload": str, "amount_fen": int,
          "created_at": float, "acked_at": float},
         pk="id",
     )
-    db["outbox"].create_index(["record_id"], unique=True)
-    db["counters"].create({"name": str, "value": int}, pk="name")
+    db.table("outbox").create_index(["record_id"], unique=True)
+    db.table("counters").create({"name": str, "value": int}, pk="name")
 
 
 _SALE_FIELDS = (
@@ -181,7 +181,7 @@ class Store:
         """
         with self._tx() as db:
             if idempotency_key is not None:
-                rows = list(db["sales"].rows_where("idempotency_key = ?", [idempotency_key]))
+                rows = list(db.table("sales").rows_where("idempotency_key = ?", [idempotency_key]))
                 if rows:
                     return _sale(rows[0]), False
             if order_ref is not None:
@@ -190,7 +190,7 @@ class Store:
             sale = make(seq)
             row = _row(sale) | {"idempotency_key": idempotency_key}
             row.pop("id", None)
-            sale_id = db["sales"].insert(row).last_pk
+            sale_id = db.table("sales").insert(row).last_pk
             sale = _sale({**row, "id": sale_id})
             self._event(db, sale, None, detail)
             self._outbox_if_final(db, sale)
@@ -222,13 +222,13 @@ class Store:
         """Write the sale's new state with an event (and an outbox record when final)."""
         with self._tx() as db:
             row = _row(sale)
-            db["sales"].update(sale.id, row)
+            db.table("sales").update(sale.id, row)
             self._event(db, sale, action, detail)
             self._outbox_if_final(db, sale)
         return sale
 
     def _event(self, db: Database, sale: Sale, action: Action | None, detail: str) -> None:
-        db["sale_events"].insert({
+        db.table("sale_events").insert({
             "sale_id": sale.id, "at": sale.updated_at, "state": sale.state.value,
             "action": action.value if action else None, "detail": detail[:500],
             "message": sale.message,
@@ -237,7 +237,7 @@ class Store:
     def _outbox_if_final(self, db: Database, sale: Sale) -> None:
         if not sale.final:
             return
-        db["outbox"].insert(
+        db.table("outbox").insert(
             {
                 "record_id": f"sale:{sale.out_trade_no}:{sale.state.value}",
                 "kind": "sale",
@@ -250,16 +250,17 @@ class Store:
 
     def get(self, sale_id: int) -> Sale:
         with self._read() as db:
-            rows = list(db["sales"].rows_where("id = ?", [sale_id]))
+            rows = list(db.table("sales").rows_where("id = ?", [sale_id]))
         if not rows:
             raise NotFoundError(f"no sale {sale_id}")
         return _sale(rows[0])
 
-    def list(
+    def find(
         self, *, order_ref: str | None = None, since: float | None = None,
         until: float | None = None, states: tuple[State, ...] | None = None,
     ) -> list[Sale]:
-        where, args = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        args: list[object] = []
         if order_ref is not None:
             where.append("order_ref = ?")
             args.append(order_ref)
@@ -273,17 +274,17 @@ class Store:
             where.append(f"state in ({', '.join('?' for _ in states)})")
             args.extend(s.value for s in states)
         with self._read() as db:
-            rows = list(db["sales"].rows_where(" and ".join(where), args, order_by="id"))
+            rows = list(db.table("sales").rows_where(" and ".join(where), args, order_by="id"))
         return [_sale(r) for r in rows]
 
     def unfinished(self) -> list[Sale]:
         """Every sale that still has work to do (for start-up recovery)."""
-        return self.list(states=(State.AWAITING_CODE, State.PAYING, State.CONFIRMING,
+        return self.find(states=(State.AWAITING_CODE, State.PAYING, State.CONFIRMING,
                                  State.REVERSING))
 
     def events(self, sale_id: int) -> list[dict[str, Any]]:
         with self._read() as db:
-            return list(db["sale_events"].rows_where("sale_id = ?", [sale_id], order_by="id"))
+            return list(db.table("sale_events").rows_where("sale_id = ?", [sale_id], order_by="id"))
 
     # --- outbox --------------------------------------------------------------------------
 

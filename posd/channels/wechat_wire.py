@@ -52,7 +52,7 @@ def to_xml(params: Mapping[str, str]) -> bytes:
     root = Element("xml")
     for k, v in params.items():
         SubElement(root, k).text = v
-    return tostring(root, encoding="utf-8", xml_declaration=False)
+    return bytes(tostring(root, encoding="utf-8", xml_declaration=False))
 
 
 def from_xml(body: bytes) -> dict[str, str]:

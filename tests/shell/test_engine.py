@@ -234,7 +234,7 @@ def test_bad_code_is_refused_before_anything_is_recorded(h: Harness, sim: Simula
         h.engine.create_sale(100, auth_code="281234567890120001")  # Alipay: not enabled
     with pytest.raises(CodeError):
         h.engine.create_sale(100, auth_code="12345")
-    assert h.store.list() == [] and sim.ledger() == []
+    assert h.store.find() == [] and sim.ledger() == []
 
 
 class TestScans:
