@@ -96,6 +96,7 @@ class Engine:
         self.fatal = threading.Event()
         self.fatal_reason = ""
         self._listeners: list[Listener] = []
+        self._health_probes: dict[str, Callable[[], dict[str, Any]]] = {}
         self._double_reads = DoubleReadFilter(config.payment.debounce_s)
         self._last_scan: dict[str, Any] | None = None
         self._scheduler: BackgroundScheduler | None = None
@@ -105,6 +106,13 @@ class Engine:
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(sale)`` after every committed change (from a worker thread)."""
         self._listeners.append(listener)
+
+    def add_health_probe(self, name: str, probe: Callable[[], dict[str, Any]]) -> None:
+        """Add ``name: probe()`` to :meth:`health` (scanner, printer, HQ sync, ...).
+
+        A probe returns a JSON-able dict; ``{"degraded": "why"}`` marks posd degraded.
+        """
+        self._health_probes[name] = probe
 
     def start(self) -> int:
         """Resume every non-final sale, then start housekeeping. Returns how many resumed."""
@@ -392,7 +400,15 @@ class Engine:
             degraded.append(f"{len(attention)} sale(s) need attention")
         if self.fatal.is_set():
             degraded.append(f"database: {self.fatal_reason}")
-        return {
+        extra = {}
+        for name, probe in self._health_probes.items():
+            try:
+                extra[name] = probe()
+            except Exception as err:  # noqa: BLE001 - a broken probe is itself a finding
+                extra[name] = {"degraded": f"health probe failed: {err}"}
+            if why := extra[name].get("degraded"):
+                degraded.append(f"{name}: {why}")
+        return extra | {
             "status": "degraded" if degraded else "ok",
             "degraded": degraded,
             "channels": list(self._channels),
