@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: MIT
+"""What every bench script prints: percentiles, the machine it ran on, aligned tables.
+
+Medians are ``statistics.median``; other percentiles are nearest-rank (the smallest sample
+with at least p % of the samples at or below it), so every percentile printed is a time
+that was actually measured, never an interpolation between two.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+#: The repository root: bench scripts import the sandbox helpers from ``tests/sandbox.py``.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentile(samples: Sequence[float], p: float) -> float:
+    """Nearest-rank ``p``-th percentile (0 < p <= 100) of a non-empty sequence."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def spread(samples: Sequence[float]) -> tuple[float, float, float, float]:
+    """(median, p90, p99, max)."""
+    return (statistics.median(samples), percentile(samples, 90), percentile(samples, 99),
+            max(samples))
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    """One line: when, on what, with which Python."""
+    now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %z")
+    return (f"{now} · {os.cpu_count()} CPU(s), {_cpu_model()} · {platform.system()} "
+            f"{platform.release()} · Python {platform.python_version()}")
+
+
+def filesystem(path: Path) -> str:
+    """The file system type holding ``path`` (from /proc/mounts), e.g. ``ext4``; tmpfs matters:
+    there fsync costs nothing and a write-ahead figure means little."""
+    target, best, kind = str(path.resolve()), "", "unknown"
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                _, mount_point, fstype, *_ = line.split()
+                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) >= len(best):
+                    best, kind = mount_point, fstype
+    except OSError:
+        pass
+    return kind
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    """Columns aligned: the first left, the others right."""
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return (indent + "  ".join((first, *rest))).rstrip()
+
+    rule = indent + "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def command_line() -> str:
+    """How this script was run, to print beside its figures."""
+    return " ".join([".venv/bin/python", *sys.argv])

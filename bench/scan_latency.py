@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Scan (last keystroke) -> pay request on the wire, write-ahead included. Target: p99 <= 15 ms.
+
+The daemon's real pipeline, in one process (DESIGN.md §7, issue #2):
+
+    os.pipe --"13…\\n"--> ConsoleScanner --> Engine.scan --> Store.save (a SQLite file: WAL,
+    synchronous=FULL) --> the sale's worker thread --> WechatPay.pay (requests) --> server
+
+t0 is taken just before the terminator -- the last keystroke -- is written into the pipe (the
+18 digits go in 2 ms earlier, as a scanner types them); t1 when the server has read the whole
+pay request, headers and body. Both are ``time.perf_counter()`` (CLOCK_MONOTONIC) in this
+process. The server is this script's own loopback server, not the channel simulator: it
+speaks just enough of WeChat's micropay to pay every sale at once (a signed SUCCESS answer,
+``posd.channels.wechat_wire``) and records when each request arrived; whatever a server does
+after reading the request happens after t1. HTTPS by default (the server presents the test
+PKI's certificate, posd verifies it with ``ca_file``), over the kept-alive connection of
+posd's requests session, as at a counter; ``--http`` measures plain HTTP.
+
+Baselines, measured in the same run and interleaved with the samples, so a reader sees where
+the time goes:
+
+- scanner: a second ConsoleScanner on its own pipe; keystroke -> its on_code callback;
+- commit: ``Store.save`` of a paying sale (the write-ahead transaction: row + event, fsync)
+  on its own database file in the same directory;
+- HTTP: a bare ``requests`` POST of a micropay-sized body (posd's no-retry session, same TLS
+  settings, kept-alive connection) -> the server has read it.
+
+Run from the repository root: ``.venv/bin/python bench/scan_latency.py`` (``make bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import secrets
+import socket
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TextIO
+
+import figures
+
+sys.path.insert(0, str(figures.ROOT))  # tests/sandbox.py: the sandbox merchant and config
+
+from posd import sale as machine
+from posd.channels import transport
+from posd.channels import wechat_wire as wire
+from posd.channels.simulator import make_test_pki
+from posd.daemon import build_channels
+from posd.engine import Engine
+from posd.money import Fen
+from posd.sale import State
+from posd.scanner import ConsoleScanner
+from posd.store import Store
+from tests.sandbox import WECHAT, config, make_config
+
+TARGET_P99_S = 0.015
+MICROPAY = "/pay/micropay"
+BARE = "/bare"
+KEYSTROKE_GAP_S = 0.002  # a HID scanner types a character every 1-5 ms
+WAIT_S = 5.0  # for one arrival or one sale to settle; a stuck pipeline fails loudly
+
+
+# --- the loopback server ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    path: str
+    key: str  # the micropay's out_trade_no, or the bare POST's X-Bench-Seq
+    at: float  # time.perf_counter() once the whole request was read
+
+
+def _paid_answer(fields: dict[str, str]) -> bytes:
+    """micropay SUCCESS, signed as the request was; FAIL (unsigned) for a bad request."""
+    sign_type = fields.get("sign_type") or "MD5"
+    if not wire.verify(fields, WECHAT.api_key, sign_type):
+        return wire.to_xml({"return_code": "FAIL", "return_msg": "签名错误"})
+    answer = {
+        "return_code": "SUCCESS", "return_msg": "OK", "appid": fields["appid"],
+        "mch_id": fields["mch_id"], "nonce_str": secrets.token_hex(16),
+        "result_code": "SUCCESS", "trade_type": "MICROPAY", "out_trade_no": fields["out_trade_no"],
+        "transaction_id": "4200" + secrets.token_hex(12), "total_fee": fields["total_fee"],
+        "fee_type": "CNY", "cash_fee": fields["total_fee"],
+    }  # fmt: skip
+    answer["sign"] = wire.sign(answer, WECHAT.api_key, sign_type)
+    return wire.to_xml(answer)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as WeChat's API
+    server: WireClock
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        at = time.perf_counter()  # t1: the whole request has been read
+        if self.path == MICROPAY:
+            fields = wire.from_xml(body)
+            arrival = Arrival(self.path, fields.get("out_trade_no", ""), at)
+            answer = _paid_answer(fields)
+        else:
+            arrival = Arrival(self.path, self.headers.get("X-Bench-Seq", ""), at)
+            answer = b"<xml><return_code>SUCCESS</return_code></xml>"
+        self.server.arrivals.put(arrival)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml; charset=utf-8")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+class WireClock(ThreadingHTTPServer):
+    """A loopback micropay endpoint that records when each request has fully arrived."""
+
+    daemon_threads = True
+
+    def __init__(self, tls: ssl.SSLContext | None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.tls = tls
+        self.arrivals: queue.Queue[Arrival] = queue.Queue()
+
+    def get_request(self) -> tuple[object, object]:  # type: ignore[override]
+        sock, address = super().get_request()
+        # One segment per answer: without this, Nagle holds the body (written after the
+        # headers) until the client's delayed ACK, ~40 ms later. After t1, but it would make
+        # every iteration 40 ms longer.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:  # the handshake happens here, once per connection
+            sock = self.tls.wrap_socket(sock, server_side=True)
+        return sock, address
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server_port}"
+
+    def arrival(self, key: str, what: str) -> Arrival:
+        try:
+            got = self.arrivals.get(timeout=WAIT_S)
+        except queue.Empty:
+            raise SystemExit(f"scan_latency: no {what} reached the server in {WAIT_S} s") from None
+        if got.key != key:
+            raise SystemExit(f"scan_latency: expected {what} {key}, the server got {got.key}")
+        return got
+
+
+# --- the samples --------------------------------------------------------------------------
+
+
+class Keyboard:
+    """The writing end of a pipe read by a ConsoleScanner: types a code, then Enter."""
+
+    def __init__(self, on_code: Callable[[str, float, str], object]) -> None:
+        read_fd, self._fd = os.pipe()
+        self._stream: TextIO = os.fdopen(read_fd, "r", encoding="ascii")
+        self.scanner = ConsoleScanner(self._stream, on_code)
+        self.scanner.start()
+
+    def scan(self, code: str) -> float:
+        """Type ``code`` and its terminator; returns t0, taken just before the terminator."""
+        os.write(self._fd, code.encode("ascii"))
+        time.sleep(KEYSTROKE_GAP_S)  # the reader has taken the digits and waits again
+        t0 = time.perf_counter()
+        os.write(self._fd, b"\n")
+        return t0
+
+    def close(self) -> None:
+        os.close(self._fd)  # the scanner thread sees end of file and ends
+
+
+@dataclass
+class Samples:
+    pipeline: list[float]
+    cold: list[float]
+    scanner: list[float]
+    commit: list[float]
+    http: list[float]
+
+
+class Bench:
+    def __init__(self, tmp: Path, *, https: bool) -> None:
+        pki = make_test_pki(tmp / "pki")
+        self.server = WireClock(pki.server_tls().context() if https else None)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.cfg = config(make_config(tmp, self.server.url, pki))
+        self.store = Store.open(self.cfg.database.path)
+        channels = build_channels(self.cfg)  # the daemon's wiring
+        self.channel = channels["wechat"]
+        self.engine = Engine(self.cfg, self.store, channels)
+        self.engine.start()
+        self.keyboard = Keyboard(self.engine.scan)
+        self._read: queue.Queue[float] = queue.Queue()
+        self.bare_keyboard = Keyboard(lambda _code, _at, _src: self._read.put(time.perf_counter()))
+        self.bare_store = Store.open(tmp / "baseline.db")
+        self.bare_sale = self._paying_sale()
+        self.session = transport.session()
+        self.session_verify = str(pki.ca_cert_file)
+        self.bare_body = self._micropay_sized_body()
+        self._seq = 0
+
+    def _paying_sale(self) -> machine.Sale:
+        now = time.time()
+        sale, _ = self.bare_store.create_sale(
+            lambda seq: machine.new_sale(f"S001T01BENCH{seq:06d}", Fen(1), now),
+            order_ref=None, idempotency_key=None)
+        return machine.start_pay(sale, "wechat", "1300…7777", now, machine.WECHAT_POLICY)
+
+    def _micropay_sized_body(self) -> bytes:
+        params = {"appid": WECHAT.appid, "mch_id": WECHAT.mch_id, "out_trade_no": "S" * 25,
+                  "nonce_str": secrets.token_hex(16), "sign_type": "HMAC-SHA256",
+                  "body": "测试店 Test Shop", "total_fee": "1", "fee_type": "CNY",
+                  "spbill_create_ip": "127.0.0.1", "auth_code": "1" * 18, "device_info": "T01"}
+        params["sign"] = wire.sign(params, WECHAT.api_key, "HMAC-SHA256")
+        return wire.to_xml(params)
+
+    def sample(self, i: int) -> tuple[float, float, float, float, float]:
+        """One of each: (pipeline, cold pipeline, scanner, commit, http), in seconds."""
+        return (self._pipeline(2 * i), self._pipeline(2 * i + 1, cold=True), self._scanner(i),
+                self._commit(), self._http())
+
+    def _pipeline(self, i: int, *, cold: bool = False) -> float:
+        sale, _ = self.engine.create_sale(1 + i % 5000)
+        if cold:  # the pool forgets its connection: this pay opens a new one (TCP + TLS)
+            self.channel.close()
+        t0 = self.keyboard.scan(f"13{i:012d}7777")  # WeChat: 18 digits, 10-15 first
+        t1 = self.server.arrival(sale.out_trade_no, "pay request").at
+        sale = self._settle(sale.id)
+        if sale.state is not State.PAID:
+            raise SystemExit(f"scan_latency: sale {sale.id} ended {sale.state}: {sale.message}")
+        return t1 - t0
+
+    def _settle(self, sale_id: int) -> machine.Sale:
+        deadline = time.monotonic() + WAIT_S
+        sale = self.engine.get(sale_id)
+        while not sale.final and (left := deadline - time.monotonic()) > 0:
+            sale = self.engine.wait_for_change(sale_id, sale.updated_at, left)
+        if not sale.final:
+            raise SystemExit(f"scan_latency: sale {sale_id} still {sale.state}; "
+                             f"last scan: {self.engine.health()['last_scan']}")
+        return sale
+
+    def _scanner(self, i: int) -> float:
+        t0 = self.bare_keyboard.scan(f"14{i:012d}7777")
+        try:
+            return self._read.get(timeout=WAIT_S) - t0
+        except queue.Empty:
+            raise SystemExit("scan_latency: the baseline scanner read nothing") from None
+
+    def _commit(self) -> float:
+        t0 = time.perf_counter()
+        self.bare_store.save(self.bare_sale, None, "code scanned (WeChat Pay)")
+        return time.perf_counter() - t0
+
+    def _http(self) -> float:
+        self._seq += 1
+        key = str(self._seq)
+        t0 = time.perf_counter()
+        with self.session.post(self.server.url + BARE, data=self.bare_body, timeout=(3.0, 10.0),
+                               headers={"Content-Type": "text/xml; charset=utf-8",
+                                        "X-Bench-Seq": key},
+                               verify=self.session_verify, stream=True) as response:
+            response.content  # noqa: B018 - read the answer: the connection goes back to the pool
+        return self.server.arrival(key, "bare POST").at - t0
+
+    def close(self) -> None:
+        self.keyboard.close()
+        self.bare_keyboard.close()
+        self.engine.stop(timeout=5)
+        self.session.close()
+        self.store.close()
+        self.bare_store.close()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def report(samples: Samples, *, n_wanted: int, warmup: int, https: bool, directory: Path,
+           elapsed: float) -> str:
+    pipeline = samples.pipeline
+    med, p90, p99, worst = figures.spread(pipeline)
+    baseline_sum = sum(statistics.median(s) for s in (samples.scanner, samples.commit, samples.http))
+    rows = [
+        ["scan -> pay request on the wire", *map(figures.ms, (med, p90, p99, worst)),
+         "1.00"],
+        ["same, new connection each time (TCP + TLS)" if https else
+         "same, new connection each time (TCP)", *_cells(samples.cold, med)],
+        ["baseline: scanner (pipe -> on_code)", *_cells(samples.scanner, med)],
+        ["baseline: write-ahead commit (Store.save)", *_cells(samples.commit, med)],
+        [f"baseline: bare POST -> at server ({'HTTPS' if https else 'HTTP'})",
+         *_cells(samples.http, med)],
+        ["sum of the three baseline medians", figures.ms(baseline_sum), "", "", "",
+         f"{baseline_sum / med:.2f}"],
+    ]
+    verdict = "met" if p99 <= TARGET_P99_S else "MISSED"
+    short = "" if len(pipeline) >= n_wanted else f" (cut short: {len(pipeline)} of {n_wanted})"
+    transport_note = ("HTTPS, the test PKI's server certificate verified with ca_file"
+                      if https else "plain HTTP (allowed for loopback)")
+    return "\n".join([
+        "scan_latency: scan (last keystroke) -> pay request on the wire, write-ahead included",
+        f"  {figures.machine()}",
+        f"  database: {directory} ({figures.filesystem(directory)}), WAL, synchronous=FULL",
+        (f"  channel: WechatPay -> this script's loopback micropay server over {transport_note};"
+        " kept-alive connection"),
+        (f"  samples: {len(pipeline)} after {warmup} warm-up{short}, {elapsed:.1f} s;"
+        " percentiles nearest-rank; times in ms"),
+        "",
+        figures.table(["", "median", "p90", "p99", "max", "÷ pipeline median"], rows),
+        "",
+        (f"  target p99 <= {TARGET_P99_S * 1000:.0f} ms: {verdict} (p99 = {figures.ms(p99)} ms,"
+        f" {p99 / TARGET_P99_S:.0%} of the target)"),
+        (f"  posd's own work beyond the three baselines (median): "
+        f"{figures.ms(med - baseline_sum)} ms"),
+    ])
+
+
+def _cells(values: list[float], pipeline_median: float) -> list[str]:
+    med, p90, p99, worst = figures.spread(values)
+    return [*map(figures.ms, (med, p90, p99, worst)), f"{med / pipeline_median:.2f}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("-n", type=int, default=300, help="samples kept (default 300)")
+    parser.add_argument("--warmup", type=int, default=20, help="samples dropped first (20)")
+    parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the database files go (default: a new temporary directory)")
+    parser.add_argument("--budget-s", type=float, default=50.0,
+                        help="stop sampling after this long and say so (default 50)")
+    parser.add_argument("--quick", action="store_true", help="20 samples: a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.warmup = 20, 3
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="posd-bench-", dir=args.dir) as tmp:
+        bench = Bench(Path(tmp), https=not args.http)
+        samples = Samples([], [], [], [], [])
+        start = time.monotonic()
+        try:
+            for i in range(args.warmup + args.n):
+                if time.monotonic() - start > args.budget_s:
+                    break
+                pipeline, cold, scanner, commit, http = bench.sample(i)
+                if i >= args.warmup:
+                    samples.pipeline.append(pipeline)
+                    samples.cold.append(cold)
+                    samples.scanner.append(scanner)
+                    samples.commit.append(commit)
+                    samples.http.append(http)
+        finally:
+            bench.close()
+        if not samples.pipeline:
+            raise SystemExit("scan_latency: no samples within the budget")
+        print(report(samples, n_wanted=args.n, warmup=args.warmup, https=not args.http,
+                     directory=Path(tmp), elapsed=time.monotonic() - start))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
