@@ -23,6 +23,10 @@ Beside each measured mean, from the same run: one query's round trip; the mean t
 alone gives the mix with instant answers (next planned query time - confirm time); and the
 same with every request taking that round trip (a model of what should be measured).
 
+``--channel alipay`` runs the same lanes through the Alipay client against the simulator's
+``/gateway.do`` (RSA2 both ways, 10003 then WAIT_BUYER_PAY until the customer confirms), with
+the policy the daemon gives Alipay (no 16 s minimum before the cancel).
+
 Run from the repository root: ``.venv/bin/python bench/confirm_delay.py`` (``make bench``).
 """
 
@@ -44,14 +48,14 @@ import figures
 
 sys.path.insert(0, str(figures.ROOT))  # tests/sandbox.py: the sandbox merchant and config
 
-from posd.channels.simulator import Simulator, TestPki, make_test_pki
+from posd.channels.simulator import AlipayKeys, Simulator, TestPki, make_alipay_keys, make_test_pki
 from posd.config import Config
 from posd.daemon import build_channels
 from posd.engine import Engine, policies_for
 from posd.money import Fen
 from posd.sale import Policy, Sale, State
 from posd.store import Store
-from tests.sandbox import WECHAT, config, make_config
+from tests.sandbox import ALIPAY_APP_ID, WECHAT, config, make_config
 
 TARGET_MEAN_S = 0.6
 TARGET_QUERIES = 20
@@ -108,24 +112,25 @@ class Schedule:
     policy: Policy
 
     def planned_queries(self) -> list[float]:
-        """Query times after the pay answer at zero latency, as ``posd.sale`` plans them: the
-        next query is dropped (and the sale reversed) when it would be at or past the deadline."""
+        """Query times after the pay call (answered at once), as ``posd.sale`` plans them:
+        each one interval after the previous one was due; when the next would be at or past
+        the deadline, one last query at the deadline (unless the policy says not to)."""
         times: list[float] = []
-        at, intervals = 0.0, self.policy.query_intervals_s
-        while (at := at + intervals[min(len(times), len(intervals) - 1)]) < self.policy.deadline_s:
+        at, intervals, deadline = 0.0, self.policy.query_intervals_s, self.policy.deadline_s
+        while (at := at + intervals[min(len(times), len(intervals) - 1)]) < deadline:
             times.append(at)
+        if self.policy.final_query_at_deadline:
+            times.append(deadline)
         return times
 
     def expected_delay(self, confirm_s: float, rtt: float = 0.0) -> float | None:
         """The detection delay this schedule gives a customer confirming at ``confirm_s`` when
         every request takes ``rtt`` to answer (0: the schedule alone); None when the sale is
-        reversed first. As posd plans it: the next query is sent one interval after the last
-        answer, and none at or past the deadline."""
-        answered, k, intervals = rtt, 0, self.policy.query_intervals_s
-        while (sent := answered + intervals[min(k, len(intervals) - 1)]) < self.policy.deadline_s:
+        reversed first. Queries go out when due (the schedule does not drift with ``rtt``)."""
+        for due in self.planned_queries():
+            sent = max(due, rtt)  # the first cannot leave before the pay was answered
             if sent >= confirm_s:
                 return sent + rtt - confirm_s
-            answered, k = sent + rtt, k + 1
         return None
 
 
@@ -142,10 +147,13 @@ def scaled(policy: Policy, scale: float) -> Policy:
     )
 
 
-def schedules(cfg: Config, custom: Sequence[tuple[float, ...]]) -> list[Schedule]:
-    default = policies_for(cfg)["wechat"]  # what the daemon runs: Policy() + WeChat's 16 s
+def schedules(cfg: Config, custom: Sequence[tuple[float, ...]],
+              channel: str = "wechat") -> list[Schedule]:
+    default = policies_for(cfg)[channel]  # what the daemon runs: Policy() (+ WeChat's 16 s)
     found = [Schedule("posd default", default),
-             Schedule("Alipay F2F demo (5 s x 5)", replace(default, query_intervals_s=(5.0,)))]
+             # The demo queries 5 times, 5 s apart, then cancels: no last look at the deadline.
+             Schedule("Alipay F2F demo (5 s x 5)", replace(default, query_intervals_s=(5.0,),
+                                                           final_query_at_deadline=False))]
     found += [Schedule(f"--intervals #{n}", replace(default, query_intervals_s=c))
               for n, c in enumerate(custom, 1)]
     return found
@@ -172,15 +180,17 @@ class Lane:
     """One schedule: an engine, its store and the sales it drives."""
 
     def __init__(self, directory: Path, sim: Simulator, pki: TestPki, k: int,
-                 schedule: Schedule, scale: float) -> None:
+                 schedule: Schedule, scale: float, alipay: AlipayKeys | None = None) -> None:
         directory.mkdir()
         # Its own terminal id: out_trade_no must not collide between the lanes' databases.
-        self.cfg = config(make_config(directory, sim.url, pki, store={"terminal_id": f"B{k}"}))
+        self.cfg = config(make_config(directory, sim.url, pki, store={"terminal_id": f"B{k}"},
+                                      alipay=alipay, wechat=alipay is None))
         self.schedule = schedule
-        self.code_prefix = f"13{k:02d}"
+        self.channel = "wechat" if alipay is None else "alipay"
+        self.code_prefix = f"{'13' if alipay is None else '28'}{k:02d}"
         self.store = Store.open(self.cfg.database.path)
         self.engine = Engine(self.cfg, self.store, build_channels(self.cfg),
-                             policies={"wechat": scaled(schedule.policy, scale)})
+                             policies={self.channel: scaled(schedule.policy, scale)})
         self.sales: dict[int, Customer] = {}
         self.finished: set[int] = set()
         self._done = threading.Condition()
@@ -221,7 +231,7 @@ class Lane:
 
 def query_round_trip(lane: Lane, samples: int = 30) -> float:
     """Median time of one orderquery, posd -> simulator -> posd, on a kept-alive connection."""
-    channel = build_channels(lane.cfg)["wechat"]
+    channel = build_channels(lane.cfg)[lane.channel]
     times = []
     for i in range(samples):
         t0 = time.perf_counter()
@@ -303,7 +313,8 @@ def report(lanes: Sequence[Lane], results: Sequence[list[Outcome]], mix: Sequenc
         f"{PASSWORD_P10_P90_S[1]:g} s) and {len(mix) - passwords} stragglers (evenly "
         f"{STRAGGLERS_S[0]:g}-{STRAGGLERS_S[1]:g} s)"),
         _mix_line(mix, scale),
-        (f"  {len(lanes)} schedules at once, one engine each, against one simulator over HTTPS;"
+        (f"  {len(lanes)} schedules at once, one engine each, against one simulator over HTTPS"
+         f" ({lanes[0].channel});"
         f" deadline {lanes[0].schedule.policy.deadline_s * scale:g} s; {elapsed:.1f} s in all"),
         f"  one query round trip (posd -> simulator -> posd), same run: median {rtt * 1000:.1f} ms",
         "  delays in seconds; percentiles nearest-rank",
@@ -329,7 +340,7 @@ def report(lanes: Sequence[Lane], results: Sequence[list[Outcome]], mix: Sequenc
         lines.append(f"  {lane.schedule.name}: query_intervals_s = "
                      f"{_tuple(lane.schedule.policy.query_intervals_s)}:")
         lines.append(f"    {len(times)} queries planned at "
-                     + " ".join(f"{t * scale:.3g}" for t in times) + " s, then reverse")
+                     + " ".join(f"{t * scale:.3g}" for t in times) + " s, then reverse")  # incl. the deadline query
     if violations:
         lines.append(f"  SIMULATOR VIOLATIONS: {violations} (see the simulator's ledger)")
     return "\n".join(lines)
@@ -380,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiply every duration (confirm times, schedules, deadline)")
     parser.add_argument("--quick", action="store_true",
                         help="10 customers, durations x0.1: a smoke run of a few seconds")
+    parser.add_argument("--channel", choices=("wechat", "alipay"), default="wechat",
+                        help="the client and simulator gateway measured (default wechat)")
     args = parser.parse_args(argv)
     if args.quick:
         args.customers, args.scale = 10, 0.1
@@ -388,13 +401,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="posd-bench-") as tmp_name:
         tmp = Path(tmp_name)
         pki = make_test_pki(tmp / "pki")
+        keys = make_alipay_keys(tmp / "alipay") if args.channel == "alipay" else None
         sim = Simulator(wechat=WECHAT, tls=pki.server_tls(),
+                        alipay=keys.sandbox(ALIPAY_APP_ID) if keys else None,
                         min_reverse_delay_s=WECHAT_MIN_REVERSE_S * args.scale).start()
         lanes: list[Lane] = []
         try:
             for k, schedule in enumerate(schedules(config(make_config(tmp, sim.url, pki)),
-                                                   args.intervals)):
-                lanes.append(Lane(tmp / f"lane{k}", sim, pki, k, schedule, args.scale))
+                                                   args.intervals, args.channel)):
+                lanes.append(Lane(tmp / f"lane{k}", sim, pki, k, schedule, args.scale, keys))
             rtt = query_round_trip(lanes[0])
             for lane in lanes:
                 for i, customer in enumerate(mix):

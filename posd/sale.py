@@ -167,11 +167,15 @@ class Policy:
     deadline_s: float = 30.0
     #: Delays before query 1, 2, ... (from when the previous step was due); the last repeats.
     #: Few queries in the first 2 s (almost nobody types a password that fast), dense from 3 to
-    #: 10 s where most customers confirm, sparser after: 18 queries by 27 s, one more at the
+    #: 10 s where most customers confirm, sparser after: 19 queries by 28 s, one more at the
     #: deadline. Measured against the Alipay F2F demo's in bench/confirm_delay.py.
     query_intervals_s: tuple[float, ...] = (
-        2.0, 1.0, 0.7, 0.7, 0.7, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2, 2.5, 2.8, 3.0,
+        2.0, 1.0, 0.7, 0.7, 0.7, 0.7, 0.8, 0.9, 1.0, 1.2, 1.3, 1.5, 1.6, 1.8, 2.0, 2.2, 2.4,
+        2.6, 2.8,
     )
+    #: One last query at the deadline itself before reversing (False: reverse as soon as the
+    #: next planned query would be past it, as the Alipay F2F demo does).
+    final_query_at_deadline: bool = True
     pay_retry_delay_s: float = 1.0
     min_reverse_delay_s: float = 0.0
     reverse_backoff_s: tuple[float, ...] = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
@@ -349,7 +353,7 @@ def _schedule(sale: Sale, action: Action, at: float, now: float, policy: Policy,
     """Schedule the next pay/query; past the deadline, one last query at it, then reverse."""
     deadline = sale.deadline_at if sale.deadline_at is not None else now
     if at >= deadline:
-        if action is not Action.QUERY or now >= deadline:
+        if action is not Action.QUERY or now >= deadline or not policy.final_query_at_deadline:
             return _to_reversing(sale, now, policy, "No answer in time: reversing the payment")
         at = deadline  # a customer confirming in the last seconds is still found
     return _move(sale, state, now, next_action=action, next_at=at, message=message)
