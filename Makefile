@@ -21,6 +21,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/scan_latency.py
 	$(BIN)/python bench/confirm_delay.py
+	$(BIN)/python bench/hq_sync.py
+	$(BIN)/python bench/z_report.py
 
 clean:
 	rm -rf $(VENV) posd-demo .pytest_cache

@@ -15,7 +15,10 @@ speaks just enough of WeChat's micropay to pay every sale at once (a signed SUCC
 ``posd.channels.wechat_wire``) and records when each request arrived; whatever a server does
 after reading the request happens after t1. HTTPS by default (the server presents the test
 PKI's certificate, posd verifies it with ``ca_file``), over the kept-alive connection of
-posd's requests session, as at a counter; ``--http`` measures plain HTTP.
+posd's requests session, as at a counter; ``--http`` measures plain HTTP. ``--channel alipay``
+measures the same pipeline through the Alipay client (an 18-digit ``28…`` code, RSA2-signed
+``alipay.trade.pay`` to the server's ``/gateway.do``, which verifies it with the app public key
+and answers a signed 10000).
 
 Baselines, measured in the same run and interleaved with the samples, so a reader sees where
 the time goes:
@@ -32,6 +35,7 @@ Run from the repository root: ``.venv/bin/python bench/scan_latency.py`` (``make
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import queue
@@ -48,25 +52,27 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import parse_qsl, urlsplit
 
 import figures
 
 sys.path.insert(0, str(figures.ROOT))  # tests/sandbox.py: the sandbox merchant and config
 
 from posd import sale as machine
-from posd.channels import transport
+from posd.channels import alipay_wire, transport
 from posd.channels import wechat_wire as wire
-from posd.channels.simulator import make_test_pki
+from posd.channels.simulator import AlipaySandbox, make_alipay_keys, make_test_pki
 from posd.daemon import build_channels
 from posd.engine import Engine
 from posd.money import Fen
 from posd.sale import State
 from posd.scanner import ConsoleScanner
 from posd.store import Store
-from tests.sandbox import WECHAT, config, make_config
+from tests.sandbox import ALIPAY_APP_ID, WECHAT, config, make_config
 
 TARGET_P99_S = 0.015
 MICROPAY = "/pay/micropay"
+GATEWAY = "/gateway.do"
 BARE = "/bare"
 KEYSTROKE_GAP_S = 0.002  # a HID scanner types a character every 1-5 ms
 WAIT_S = 5.0  # for one arrival or one sale to settle; a stuck pipeline fails loudly
@@ -98,6 +104,20 @@ def _paid_answer(fields: dict[str, str]) -> bytes:
     return wire.to_xml(answer)
 
 
+def _alipay_paid_answer(path: str, body: bytes, sandbox: AlipaySandbox) -> tuple[str, bytes]:
+    """(out_trade_no, answer): trade.pay 10000 signed by "Alipay"; unsigned 40002 if the
+    request does not verify with the app public key."""
+    params = dict(parse_qsl(urlsplit(path).query)) | dict(parse_qsl(body.decode()))
+    biz = json.loads(params.get("biz_content", "{}"))
+    key = alipay_wire.response_key(params.get("method", ""))
+    if not alipay_wire.verify(params, sandbox.app_public_key):
+        return biz.get("out_trade_no", ""), alipay_wire.render_answer(
+            key, {"code": "40002", "sub_code": "isv.invalid-signature"}, None)
+    answer = {"code": "10000", "msg": "Success", "trade_no": "2026" + secrets.token_hex(12),
+              "out_trade_no": biz["out_trade_no"], "total_amount": biz["total_amount"]}
+    return biz["out_trade_no"], alipay_wire.render_answer(key, answer, sandbox.private_key)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as WeChat's API
     server: WireClock
@@ -109,6 +129,9 @@ class _Handler(BaseHTTPRequestHandler):
             fields = wire.from_xml(body)
             arrival = Arrival(self.path, fields.get("out_trade_no", ""), at)
             answer = _paid_answer(fields)
+        elif self.path.startswith(GATEWAY) and self.server.alipay is not None:
+            out_trade_no, answer = _alipay_paid_answer(self.path, body, self.server.alipay)
+            arrival = Arrival(GATEWAY, out_trade_no, at)
         else:
             arrival = Arrival(self.path, self.headers.get("X-Bench-Seq", ""), at)
             answer = b"<xml><return_code>SUCCESS</return_code></xml>"
@@ -128,9 +151,10 @@ class WireClock(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None, alipay: AlipaySandbox | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.tls = tls
+        self.alipay = alipay
         self.arrivals: queue.Queue[Arrival] = queue.Queue()
 
     def get_request(self) -> tuple[object, object]:  # type: ignore[override]
@@ -191,14 +215,18 @@ class Samples:
 
 
 class Bench:
-    def __init__(self, tmp: Path, *, https: bool) -> None:
+    def __init__(self, tmp: Path, *, https: bool, channel: str = "wechat") -> None:
         pki = make_test_pki(tmp / "pki")
-        self.server = WireClock(pki.server_tls().context() if https else None)
+        keys = make_alipay_keys(tmp / "alipay") if channel == "alipay" else None
+        self.server = WireClock(pki.server_tls().context() if https else None,
+                                keys.sandbox(ALIPAY_APP_ID) if keys else None)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.cfg = config(make_config(tmp, self.server.url, pki))
+        self.cfg = config(make_config(tmp, self.server.url, pki, alipay=keys,
+                                      wechat=channel == "wechat"))
         self.store = Store.open(self.cfg.database.path)
         channels = build_channels(self.cfg)  # the daemon's wiring
-        self.channel = channels["wechat"]
+        self.channel = channels[channel]
+        self.code_prefix = "28" if channel == "alipay" else "13"  # 18 digits either way
         self.engine = Engine(self.cfg, self.store, channels)
         self.engine.start()
         self.keyboard = Keyboard(self.engine.scan)
@@ -235,7 +263,7 @@ class Bench:
         sale, _ = self.engine.create_sale(1 + i % 5000)
         if cold:  # the pool forgets its connection: this pay opens a new one (TCP + TLS)
             self.channel.close()
-        t0 = self.keyboard.scan(f"13{i:012d}7777")  # WeChat: 18 digits, 10-15 first
+        t0 = self.keyboard.scan(f"{self.code_prefix}{i:012d}7777")  # WeChat 10-15, Alipay 25-30
         t1 = self.server.arrival(sale.out_trade_no, "pay request").at
         sale = self._settle(sale.id)
         if sale.state is not State.PAID:
@@ -290,7 +318,7 @@ class Bench:
 
 
 def report(samples: Samples, *, n_wanted: int, warmup: int, https: bool, directory: Path,
-           elapsed: float) -> str:
+           elapsed: float, channel: str = "wechat") -> str:
     pipeline = samples.pipeline
     med, p90, p99, worst = figures.spread(pipeline)
     baseline_sum = sum(statistics.median(s) for s in (samples.scanner, samples.commit, samples.http))
@@ -315,7 +343,9 @@ def report(samples: Samples, *, n_wanted: int, warmup: int, https: bool, directo
         f"  {figures.machine()}",
         f"  database: {directory} ({figures.filesystem(directory)}), WAL, synchronous=FULL",
         (f"  channel: WechatPay -> this script's loopback micropay server over {transport_note};"
-        " kept-alive connection"),
+        " kept-alive connection") if channel == "wechat" else
+        (f"  channel: Alipay (RSA2 signing) -> this script's loopback /gateway.do over "
+         f"{transport_note}; kept-alive connection; the bare POST baseline stays micropay-sized"),
         (f"  samples: {len(pipeline)} after {warmup} warm-up{short}, {elapsed:.1f} s;"
         " percentiles nearest-rank; times in ms"),
         "",
@@ -343,12 +373,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=50.0,
                         help="stop sampling after this long and say so (default 50)")
     parser.add_argument("--quick", action="store_true", help="20 samples: a smoke run")
+    parser.add_argument("--channel", choices=("wechat", "alipay"), default="wechat",
+                        help="the client measured (default wechat)")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.warmup = 20, 3
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="posd-bench-", dir=args.dir) as tmp:
-        bench = Bench(Path(tmp), https=not args.http)
+        bench = Bench(Path(tmp), https=not args.http, channel=args.channel)
         samples = Samples([], [], [], [], [])
         start = time.monotonic()
         try:
@@ -367,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         if not samples.pipeline:
             raise SystemExit("scan_latency: no samples within the budget")
         print(report(samples, n_wanted=args.n, warmup=args.warmup, https=not args.http,
-                     directory=Path(tmp), elapsed=time.monotonic() - start))
+                     directory=Path(tmp), elapsed=time.monotonic() - start,
+                     channel=args.channel))
     return 0
 
 

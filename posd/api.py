@@ -23,7 +23,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, tzinfo
 from typing import Annotated, Any, Literal
 
@@ -375,9 +375,16 @@ _bearer = HTTPBearer(auto_error=False, description="the token in api.token_file"
 class _Routes:
     """The handlers, bound to one engine and one time zone."""
 
-    def __init__(self, engine: Engine, tz: tzinfo | None) -> None:
+    def __init__(self, engine: Engine, tz: tzinfo | None,
+                 daily: Callable[[date | None], DailyReport] | None = None) -> None:
         self.engine = engine
         self.tz = tz
+        self.daily = daily or self._calendar_day
+
+    def _calendar_day(self, day: date | None) -> DailyReport:
+        which = day or self._today()
+        since, until = day_bounds(which, self.tz)
+        return daily_report(which, self.engine.list_sales(since=since, until=until))
 
     def _today(self) -> date:
         return datetime.now(UTC).astimezone(self.tz).date()
@@ -451,9 +458,7 @@ class _Routes:
                                          description="YYYY-MM-DD; default today")] = None,
     ) -> DailyReportOut:
         """The Z-report of one day: per channel counts and totals (fen), net, open issues."""
-        which = self._day(day)
-        since, until = day_bounds(which, self.tz)
-        return report_out(daily_report(which, self.engine.list_sales(since=since, until=until)))
+        return report_out(self.daily(parse_day(day) if day is not None else None))
 
     def health(self) -> JSONResponse:
         """Liveness plus what is degraded. No token needed."""
@@ -511,8 +516,14 @@ def _add_routes(app: FastAPI, routes: _Routes) -> None:
                       responses={503: {"model": HealthOut, "description": "Database unusable"}})
 
 
-def create_app(engine: Engine, token: str, *, store_timezone: tzinfo | None = None) -> FastAPI:
-    """The API app over ``engine``. Dates and times are in ``store_timezone`` (None: local)."""
+def create_app(engine: Engine, token: str, *, store_timezone: tzinfo | None = None,
+               daily: Callable[[date | None], DailyReport] | None = None) -> FastAPI:
+    """The API app over ``engine``. Dates and times are in ``store_timezone`` (None: local).
+
+    ``daily(day)`` makes the report of a business day (None: the current one); the daemon
+    passes posd.printing's, which sums in SQL with the business-day cut-off. Default: the
+    engine's sales of a calendar day.
+    """
     if not token.strip():
         raise ConfigError("api token is empty: put a random token in api.token_file")
     app = FastAPI(title="posd", version=__version__, redoc_url=None,
@@ -520,7 +531,7 @@ def create_app(engine: Engine, token: str, *, store_timezone: tzinfo | None = No
     app.add_exception_handler(PosdError, _posd_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    _add_routes(app, _Routes(engine, store_timezone))
+    _add_routes(app, _Routes(engine, store_timezone, daily))
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(TokenAuth, token=token)  # added last = outermost: runs first
     return app

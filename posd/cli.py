@@ -75,19 +75,69 @@ def _parser() -> argparse.ArgumentParser:
     sales.add_argument("--date", help="YYYY-MM-DD (default: today)")
     sales.add_argument("--json", action="store_true")
     sim = add("simulator", "Run the channel simulator alone (for register developers' tests).")
-    sim.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    sim.add_argument("--port", type=int, default=0,
+                     help="port (default: the one kept in DIR; a free one the first time)")
     sim.add_argument("--data", default="posd-sim",
                      help="directory for the sandbox keys and certificates (default ./posd-sim)")
     config = add("config", "Configuration commands.")
     csub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     with_config(csub.add_parser("check", help="Validate a config file; exit 78 on error.",
                                 description="Validate a config file; exit 78 on error."))
+    _add_sync_commands(add, with_config)
+    _add_paper_commands(add, with_config)
     return p
+
+
+def _add_sync_commands(add: Callable[[str, str], argparse.ArgumentParser],
+                       with_config: Callable[[argparse.ArgumentParser],
+                                             argparse.ArgumentParser]) -> None:
+    sync = with_config(add("sync", "Push the outbox to HQ now, or show what is waiting."))
+    sync.add_argument("--status", action="store_true",
+                      help="show the backlog (count, amount, oldest) and rejected records")
+    sync.add_argument("--retry-rejected", action="store_true",
+                      help="send the records HQ rejected again (e.g. after HQ was upgraded)")
+    sync.add_argument("--json", action="store_true", help="with --status: print JSON")
+    hq = add("hq", "The reference HQ receiver.")
+    hsub = hq.add_subparsers(dest="hq_command", required=True, metavar="SUBCOMMAND")
+    help_ = "Receive terminals' records and serve per store/day totals."
+    serve_ = hsub.add_parser("serve", help=help_, description=help_)
+    serve_.add_argument("--listen", default="127.0.0.1:8640", help="HOST:PORT (default "
+                        "127.0.0.1:8640; port 0 picks a free one)")
+    serve_.add_argument("--db", default="posd-hq.db", help="a postgresql:// URL, or a SQLite "
+                        "file (default ./posd-hq.db)")
+    serve_.add_argument("--token-file", default="/etc/posd/hq-token",
+                        help="the terminals' bearer token (default /etc/posd/hq-token)")
+    serve_.add_argument("--hmac-key-file", help="the signature key (default: the token)")
+    serve_.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    serve_.add_argument("--tls-key", help="... and this private key (PEM)")
+
+
+def _add_paper_commands(add: Callable[[str, str], argparse.ArgumentParser],
+                        with_config: Callable[[argparse.ArgumentParser],
+                                              argparse.ArgumentParser]) -> None:
+    def wait(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--wait", type=float, default=15.0, metavar="S", help="with --print: "
+                        "wait up to S seconds for the daemon to print it (default 15)")
+
+    report = add("report", "Daily summaries: the Z-report (an X-report for the day so far).")
+    rsub = report.add_subparsers(dest="report_command", required=True, metavar="SUBCOMMAND")
+    help_ = "The business day's counts and totals per channel, and the sales to check."
+    daily = with_config(rsub.add_parser("daily", help=help_, description=help_))
+    daily.add_argument("--date", help="business day YYYY-MM-DD (default: the current one)")
+    daily.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    daily.add_argument("--print", action="store_true", help="also print it on the printer")
+    wait(daily)
+    receipt = with_config(add("receipt", "Show a sale's receipt; --print reprints it."))
+    receipt.add_argument("sale_id", type=int)
+    receipt.add_argument("--print", action="store_true", help="reprint it (marked REPRINT)")
+    receipt.add_argument("--png", metavar="FILE", help="also draw it into a PNG file")
+    wait(receipt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = _HANDLERS[args.command if args.command != "config" else "config check"]
+    handler = _HANDLERS[{"config": "config check", "hq": "hq serve"}.get(args.command,
+                                                                         args.command)]
     try:
         return handler(args)
     except ConfigError as err:
@@ -101,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PosdError as err:
         print(f"posd: {err}", file=sys.stderr)
         return int(getattr(err, "exit_code", 1))
+    except OSError as err:  # e.g. the API port is in use: a sentence, not a traceback
+        print(f"posd: {err.strerror if err.filename is None and err.strerror else err}",
+              file=sys.stderr)
+        return 1
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -126,7 +180,11 @@ def serve(daemon: Any, *, scanner_stream: Any = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    daemon.start(scanner_stream=scanner_stream)
+    try:
+        daemon.start(scanner_stream=scanner_stream)
+    except BaseException:
+        daemon.stop()  # e.g. the API port is in use: end the sales resumed meanwhile cleanly
+        raise
     status = daemon.wait()
     daemon.stop()
     return int(status)
@@ -184,6 +242,39 @@ def cmd_sales(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from posd.sync import sync_command
+
+    return sync_command(_load(args), status=args.status, retry_rejected=args.retry_rejected,
+                        as_json=args.json)
+
+
+def cmd_hq_serve(args: argparse.Namespace) -> int:
+    from posd.hq.server import read_secrets, serve
+
+    setup_logging()
+    secrets = read_secrets(Path(args.token_file),
+                           Path(args.hmac_key_file) if args.hmac_key_file else None)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    tls = (Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None
+    return serve(args.listen, args.db, secrets, tls=tls)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from posd.print_commands import report_command
+
+    return report_command(_load(args), day=args.date, fmt=args.format, to_printer=args.print,
+                          wait_s=args.wait)
+
+
+def cmd_receipt(args: argparse.Namespace) -> int:
+    from posd.print_commands import receipt_command
+
+    return receipt_command(_load(args), args.sale_id, to_printer=args.print,
+                           png=Path(args.png) if args.png else None, wait_s=args.wait)
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "demo": cmd_demo,
@@ -192,4 +283,8 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sales": cmd_sales,
     "simulator": cmd_simulator,
     "config check": cmd_config_check,
+    "sync": cmd_sync,
+    "hq serve": cmd_hq_serve,
+    "report": cmd_report,
+    "receipt": cmd_receipt,
 }

@@ -55,7 +55,8 @@ class ApiClient:
                 detail = response.json().get("detail", response.text)
             except ValueError:
                 detail = response.text
-            code = 65 if response.status_code in (409, 422) else 1
+            # 409/422: the request itself is wrong; 503: posd is stopping, try again shortly.
+            code = {409: 65, 422: 65, 503: 69}.get(response.status_code, 1)
             raise ApiError(f"{response.status_code}: {detail}", code)
         return response.json()
 
@@ -69,8 +70,14 @@ class ApiClient:
         headers = {"Idempotency-Key": str(uuid.uuid4())}
         return self._call("POST", "/v1/sales", json=body, headers=headers)
 
-    def wait(self, sale_id: int, seconds: float = 25.0) -> Any:
-        return self._call("GET", f"/v1/sales/{sale_id}", params={"wait": seconds},
+    def wait(self, sale_id: int, seen_state: str, seconds: float = 25.0) -> Any:
+        """The sale once it is no longer in ``seen_state`` (or is final), else after ``seconds``.
+
+        Passing the state we last showed means a change that happened between two calls is
+        answered at once, not missed until the next one.
+        """
+        params = {"wait": seconds, "seen_state": seen_state}
+        return self._call("GET", f"/v1/sales/{sale_id}", params=params,
                           read_timeout=seconds + 10)
 
     def cancel(self, sale_id: int) -> Any:
@@ -91,7 +98,7 @@ def charge(client: ApiClient, amount_text: str, *, code: str | None, order: str 
     _show(sale, as_json)
     while sale["state"] not in FINAL:
         before = (sale["state"], sale["message"])
-        sale = client.wait(sale["id"])
+        sale = client.wait(sale["id"], sale["state"])
         if (sale["state"], sale["message"]) != before:
             _show(sale, as_json)
     if as_json:

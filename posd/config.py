@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from posd.codes import DEFAULT_RULES, PrefixRule
 from posd.errors import ConfigError
+from posd.framing import BYTE_TERMINATORS, IDLE, KEY_TERMINATORS
 
 DEFAULT_PATH = Path("/etc/posd/config.toml")
 
@@ -175,32 +176,148 @@ class ChannelsConfig(_Model):
 
 class ScannerConfig(_Model):
     kind: Literal["hid", "serial", "console", "none"] = "none"
+    #: tells several scanners apart in logs and /v1/health (``scanner.NAME``).
+    name: str = Field(default="", pattern=r"^[0-9A-Za-z_-]{0,32}$")
     device: str | None = None
+    # hid (evdev): device and/or match_* pick the input device; all given must match.
+    match_name: str = ""
+    match_vendor_product: str = Field(default="", pattern=r"^([0-9a-fA-F]{4}:[0-9a-fA-F]{4})?$")
+    grab: bool = True
+    key_gap_ms: int = Field(default=200, ge=10, le=10_000)
+    # serial (pyserial)
     baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["none", "even", "odd", "mark", "space"] = "none"
+    stopbits: float = 1
+    idle_gap_ms: int = Field(default=50, ge=5, le=10_000)
+    #: empty = the kind's default (hid: enter, kpenter, tab; serial: cr, lf).
+    terminators: tuple[str, ...] = ()
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, value: float) -> float:
+        if value not in (1, 1.5, 2):
+            raise ValueError(f"must be 1, 1.5 or 2, got {value}")
+        return value
 
     @model_validator(mode="after")
     def _device_for_hardware(self) -> ScannerConfig:
-        if self.kind in ("hid", "serial") and not self.device:
-            raise ValueError(f"kind = {self.kind!r} needs device (a /dev/.../by-id/... path)")
+        if self.kind == "serial" and not self.device:
+            raise ValueError("kind = 'serial' needs device (a /dev/serial/by-id/... path)")
+        if self.kind == "hid" and not (self.device or self.match_name or self.match_vendor_product):
+            raise ValueError("kind = 'hid' needs device (a /dev/input/by-id/... path), "
+                             "match_name or match_vendor_product")
+        allowed = {"hid": set(KEY_TERMINATORS), "serial": {*BYTE_TERMINATORS, IDLE}}.get(
+            self.kind, set())
+        if bad := [t for t in self.terminators if t not in allowed]:
+            raise ValueError(f"terminators {bad} not allowed for kind = {self.kind!r} "
+                             f"(allowed: {sorted(allowed) or 'none'})")
         return self
 
 
 class PrinterConfig(_Model):
+    """The receipt printer (posd.printer, docs/printing.md)."""
+
     kind: Literal["usb", "serial", "network", "file", "console", "none"] = "console"
     host: str = ""
     port: int = Field(default=9100, gt=0, le=65535)
+    #: serial: /dev/serial/by-id/...; file: e.g. /dev/usb/lp0
     device: str = ""
     #: where receipts are also written as text (the demo keeps them); empty = nowhere.
     receipt_dir: Path | None = None
+    usb_vendor_id: int | None = Field(default=None, ge=0, le=0xFFFF)
+    usb_product_id: int | None = Field(default=None, ge=0, le=0xFFFF)
+    usb_in_ep: int = Field(default=0x82, ge=0, le=0xFF)
+    usb_out_ep: int = Field(default=0x01, ge=0, le=0xFF)
+    baudrate: int = Field(default=9600, gt=0)
+    #: connect and write time limit (network, USB, serial); a slow printer fails, retried.
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    #: ask DLE EOT before each job; false for printers that never answer (status unknown).
+    status_query: bool = True
+    status_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    #: ask the status this often while idle, for /v1/health; 0 = only before a job.
+    status_every_s: float = Field(default=30.0, ge=0, le=3600)
+    #: python-escpos printer profile (capabilities.json), e.g. "TM-T88V", "POS-5890".
+    profile: str = "default"
+    #: gb18030: text sent as GB18030 (Chinese printers); codepages: python-escpos code pages.
+    encoding: Literal["gb18030", "codepages"] = "gb18030"
+    #: send FS & (Chinese mode on) before and FS . after each job; off for printers that
+    #: start in Chinese mode or misread it.
+    chinese_mode: bool = True
+    #: native: the printer draws the QR code (GS ( k); image: sent as a raster image.
+    qr: Literal["native", "image"] = "native"
+    qr_size: int = Field(default=6, ge=1, le=16)
+    cut: bool = True
+    retry_base_s: float = Field(default=2.0, gt=0, le=600)
+    retry_max_s: float = Field(default=60.0, gt=0, le=3600)
+    #: a receipt not printed this long after it was queued is given up (reprint it).
+    receipt_expiry_s: float = Field(default=600.0, gt=0, le=86400)
+    #: how often the worker looks for jobs queued by other processes (posd receipt --print).
+    poll_s: float = Field(default=2.0, gt=0, le=60)
 
     _dir = field_validator("receipt_dir", mode="before")(_optional_path)
 
+    @model_validator(mode="after")
+    def _where(self) -> PrinterConfig:
+        needs = {"network": ("host",), "usb": ("usb_vendor_id", "usb_product_id"),
+                 "serial": ("device",), "file": ("device",)}.get(self.kind, ())
+        if missing := [name for name in needs if getattr(self, name) in (None, "")]:
+            raise ValueError(f"kind = {self.kind!r} needs {' and '.join(missing)}")
+        return self
+
+
+class ReceiptConfig(_Model):
+    """What receipts look like and which sales get one (posd.receipt)."""
+
+    language: Literal["en", "zh"] = "en"
+    paper_mm: Literal[58, 80] = 58
+    #: characters per line; 0 = from paper_mm (58 mm: 32, 80 mm: 48).
+    columns: int = Field(default=0, ge=0, le=64)
+    qr: bool = True
+    print_declined: bool = True
+    print_reversed: bool = True
+    print_needs_attention: bool = True
+    footer: str = Field(default="", max_length=200)
+    #: a TTF/OTF/TTC font with Chinese glyphs for PNG previews; empty = look for one.
+    png_font_file: Path | None = None
+
+    _font = field_validator("png_font_file", mode="before")(_optional_path)
+
+    @property
+    def line_columns(self) -> int:
+        return self.columns or {58: 32, 80: 48}[self.paper_mm]
+
+
+class ReportConfig(_Model):
+    """The daily summary (posd.report): business day and automatic printing."""
+
+    #: the business day runs from this hour to the same hour the next day (0 = midnight).
+    business_day_cutoff_hour: int = Field(default=0, ge=0, le=23)
+    #: "HH:MM" (local time) to print the Z-report automatically; empty = never.
+    auto_print_at: str = Field(default="", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$")
+
 
 class HqConfig(_Model):
+    """HQ sync (posd.sync, docs/hq-sync.md)."""
+
     url: str = ""
     token_file: Path | None = None
+    #: key of the body's HMAC-SHA256 signature; None: the bearer token is the key.
+    hmac_key_file: Path | None = None
+    ca_file: Path | None = None
+    batch_size: int = Field(default=500, ge=1, le=1000)
+    #: a push at least this often (and at once after each final sale).
+    interval_s: float = Field(default=60.0, gt=0, le=3600)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    read_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    #: while HQ is down: wait about initial, 2 x initial, 4 x ... up to max between tries.
+    backoff_initial_s: float = Field(default=2.0, gt=0, le=600)
+    backoff_max_s: float = Field(default=300.0, gt=0, le=3600)
+    #: acknowledged records are kept this long, then deleted (unacknowledged: never).
+    keep_acked_days: float = Field(default=30.0, ge=1, le=3650)
 
-    _path = field_validator("token_file", mode="before")(_optional_path)
+    _path = field_validator("token_file", "hmac_key_file", "ca_file", mode="before")(
+        _optional_path)
 
     @field_validator("url")
     @classmethod
@@ -234,7 +351,11 @@ class Config(_Model):
     api: ApiConfig
     channels: ChannelsConfig = ChannelsConfig()
     scanner: ScannerConfig = ScannerConfig()
+    #: more scanners at the same counter, one ``[[scanners]]`` table each (same keys).
+    scanners: tuple[ScannerConfig, ...] = ()
     printer: PrinterConfig = PrinterConfig()
+    receipt: ReceiptConfig = ReceiptConfig()
+    report: ReportConfig = ReportConfig()
     hq: HqConfig = HqConfig()
     codes: CodesConfig = CodesConfig()
 
@@ -243,6 +364,27 @@ class Config(_Model):
         if not self.channels.enabled:
             raise ValueError("no payment channel is enabled: set [channels.wechat] or [channels.alipay]")
         return self
+
+    @model_validator(mode="after")
+    def _distinct_scanners(self) -> Config:
+        if any(s.kind == "console" for s in self.scanners):
+            raise ValueError("scanners: kind = 'console' only in [scanner] (there is one stdin)")
+        labels = [label for label, _ in self.all_scanners]
+        if dupes := sorted({x for x in labels if labels.count(x) > 1}):
+            raise ValueError(f"scanners: name used twice: {', '.join(dupes)}")
+        return self
+
+    @property
+    def all_scanners(self) -> tuple[tuple[str, ScannerConfig], ...]:
+        """(label, config) of every scanner: ``[scanner]`` then each ``[[scanners]]``.
+
+        The label names it in logs and /v1/health: ``scanner`` for the first unnamed one,
+        ``scanner.NAME`` for a named one, else ``scanner.N`` by position (1-based).
+        """
+        found = [s for s in (self.scanner, *self.scanners) if s.kind != "none"]
+        return tuple(
+            (f"scanner.{s.name}" if s.name else "scanner" if i == 0 else f"scanner.{i + 1}", s)
+            for i, s in enumerate(found))
 
 
 def _format_validation(err: ValidationError) -> str:
@@ -290,6 +432,8 @@ def _secret_files(config: Config) -> list[tuple[str, Path | None]]:
         files.append(("channels.alipay.app_private_key_file", ali.app_private_key_file))
     if config.hq.url:
         files.append(("hq.token_file", config.hq.token_file))
+        if config.hq.hmac_key_file is not None:
+            files.append(("hq.hmac_key_file", config.hq.hmac_key_file))
     return files
 
 
@@ -300,6 +444,8 @@ def _public_files(config: Config) -> list[tuple[str, Path | None]]:
     if (ali := config.channels.alipay) is not None and ali.enabled:
         files += [("channels.alipay.alipay_public_key_file", ali.alipay_public_key_file),
                   ("channels.alipay.ca_file", ali.ca_file)]
+    if config.hq.url:
+        files.append(("hq.ca_file", config.hq.ca_file))
     return [(key, path) for key, path in files if path is not None]
 
 

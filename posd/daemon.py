@@ -19,10 +19,10 @@ from posd.api import ApiServer, create_app
 from posd.channels import Channel
 from posd.config import Config, read_api_token
 from posd.engine import Engine
-from posd.errors import ConfigError
-from posd.printer import ConsolePrinter
-from posd.scanner import ConsoleScanner
+from posd.printing import Printing, daily_reports
+from posd.scanner import ConsoleScanner, DeviceReader, open_scanners
 from posd.store import Store
+from posd.sync import SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,10 @@ def build_channels(config: Config) -> dict[str, Channel]:
         channels["wechat"] = WechatPay.from_config(
             wx, device_info=config.store.terminal_id, body_prefix=config.store.name)
     if (ali := config.channels.alipay) is not None and ali.enabled:
-        raise ConfigError("channels.alipay: Alipay is not supported by this version of posd yet; "
-                          "set channels.alipay.enabled = false")
+        from posd.channels.alipay import Alipay
+
+        channels["alipay"] = Alipay.from_config(
+            ali, store_id=config.store.id, terminal_id=config.store.terminal_id)
     return channels
 
 
@@ -53,6 +55,12 @@ class Daemon:
     api: ApiServer
     console: TextIO | None = None
     scanner: ConsoleScanner | None = None
+    #: hid and serial scanners, opened after recovery (start), each in /v1/health
+    readers: list[DeviceReader] = field(default_factory=list)
+    #: pushes the outbox to HQ (None: hq.url not set)
+    sync: SyncWorker | None = None
+    #: the print queue's worker (None: printer.kind = "none")
+    printing: Printing | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -60,17 +68,27 @@ class Daemon:
         token = read_api_token(config)
         store = Store.open(config.database.path)
         engine = Engine(config, store, build_channels(config))
-        if config.printer.kind == "console":
-            engine.add_listener(ConsolePrinter(header_for(config), receipts_to or sys.stdout,
-                                               config.printer.receipt_dir))
-        elif config.printer.kind != "none":
-            raise ConfigError(f"printer.kind: {config.printer.kind!r} printers are not supported "
-                              "by this version of posd yet; use 'console' or 'none'")
-        api = ApiServer(create_app(engine, token), config.api.host, config.api.port)
-        return cls(config, store, engine, api)
+        printing = Printing.from_config(config, store, receipts_to or sys.stdout)
+        if printing is not None:
+            printing.attach(engine)  # queues receipts (a console prints at once); health
+        reports = daily_reports(store, config.report.business_day_cutoff_hour)
+        api = ApiServer(create_app(engine, token, daily=reports), config.api.host,
+                        config.api.port)
+        readers = open_scanners(config.all_scanners, engine.scan)
+        for reader in readers:
+            engine.add_health_probe(reader.label, reader.health)
+        sync = SyncWorker.from_config(config, store) if config.hq.url else None
+        if sync is not None:
+            engine.add_listener(sync.on_sale)  # wakes the pusher; never pushes inline
+            engine.add_health_probe("hq_sync", sync.health)
+        return cls(config, store, engine, api, readers=readers, sync=sync, printing=printing)
 
     def start(self, *, scanner_stream: TextIO | None = None) -> None:
         resumed = self.engine.start()
+        if self.sync is not None:
+            self.sync.start()
+        if self.printing is not None:
+            self.printing.start()
         self.api.start()
         log.info("API listening on http://%s:%d (%d sale(s) resumed)", self.config.api.host,
                  self.api.port, resumed)
@@ -78,9 +96,8 @@ class Daemon:
         if kind == "console" and scanner_stream is not None:
             self.scanner = ConsoleScanner(scanner_stream, self.engine.scan)
             self.scanner.start()
-        elif kind in ("hid", "serial"):
-            raise ConfigError(f"scanner.kind: {kind!r} scanners are not supported by this "
-                              "version of posd yet; use 'console' or 'none'")
+        for reader in self.readers:
+            reader.start()
 
     def wait(self) -> int:
         """Block until stop() or a fatal store error. Returns the exit status."""
@@ -93,7 +110,15 @@ class Daemon:
     def stop(self) -> None:
         if self.scanner is not None:
             self.scanner.stop()
-        self.api.stop()
+        for reader in self.readers:
+            reader.stop()
+        # The engine first: it refuses new sales (503) and wakes long-polls at once, then
+        # lets requests on the wire finish; the API answers meanwhile, then closes.
         self.engine.stop()
+        self.api.stop()
+        if self.sync is not None:
+            self.sync.stop()
+        if self.printing is not None:
+            self.printing.stop()
         self.store.close()
         self.stopped.set()

@@ -2,13 +2,16 @@
 """``posd demo`` and ``posd simulator``: everything on an embedded default.
 
 The data directory holds a generated sandbox: the WeChat API key, a test PKI (CA, server
-and merchant client certificates), the API token, ``config.toml``, the database, receipts
-and ``posd.log``. It is reused when it exists, so a demo can be stopped and started again
+and merchant client certificates), Alipay's two RSA2 key pairs under ``alipay/`` (the app's,
+which posd signs with, and the simulator's, whose public half posd verifies with), the API
+token, ``config.toml``, the database, receipts and ``posd.log``. It is reused when it exists, so a demo can be stopped and started again
 with its history; the simulator keeps its port so the config stays true.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import secrets
@@ -18,13 +21,22 @@ import string
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from posd import config as config_mod
-from posd.channels.simulator import Simulator, TestPki, WechatSandbox, make_test_pki
-from posd.errors import InputError
+from posd.channels.simulator import (
+    AlipayKeys,
+    Simulator,
+    TestPki,
+    WechatSandbox,
+    make_alipay_keys,
+    make_test_pki,
+    run_forever,
+)
+from posd.errors import PosdError, UnavailableError
 from posd.money import format_yuan, parse_yuan
 from posd.sale import Sale
 
@@ -34,14 +46,16 @@ SANDBOX_CODES = [
     ("any other", "paid at once"),
     ("...0001", "customer confirms after 8 s"),
     ("...0002", "customer never confirms: deadline, then reverse"),
-    ("...0003", "insufficient balance (NOTENOUGH): declined"),
-    ("...0004", "code expired (AUTHCODEEXPIRE): declined"),
-    ("...0005", "pay answers SYSTEMERROR, the trade is in fact paid"),
+    ("...0003", "insufficient balance (NOTENOUGH / ACQ.BUYER_BALANCE_NOT_ENOUGH): declined"),
+    ("...0004", "code expired (AUTHCODEEXPIRE / ACQ.PAYMENT_AUTH_CODE_INVALID): declined"),
+    ("...0005", "pay answers SYSTEMERROR / 20000, the trade is in fact paid"),
     ("...0006", "pay hangs past the read timeout, the trade is in fact paid"),
-    ("...0007", "pays at the moment of the reverse: refunded, reversed"),
-    ("...0008", "reverse answers recall=Y twice, then succeeds"),
+    ("...0007", "pays at the moment of the reverse/cancel: refunded, reversed"),
+    ("...0008", "reverse/cancel answers recall=Y / retry_flag=Y twice, then succeeds"),
 ]
 EXAMPLE_WECHAT = "134567890123450001"
+EXAMPLE_ALIPAY = "281234567890120001"
+ALIPAY_APP_ID = "2021000000000001"  # the sandbox's app id: any 16 digits
 
 
 @dataclass(frozen=True)
@@ -53,10 +67,15 @@ class Sandbox:
     api_port: int
     appid: str
     mch_id: str
+    alipay_app_id: str = ALIPAY_APP_ID
 
     @property
     def config_path(self) -> Path:
         return self.data / "config.toml"
+
+    @property
+    def alipay_keys(self) -> AlipayKeys:
+        return AlipayKeys.in_directory(self.data / "alipay")
 
     @property
     def pki(self) -> TestPki:
@@ -78,8 +97,13 @@ def _write_secret(path: Path, text: str) -> None:
     path.write_text(text, encoding="ascii")
 
 
-def provision(data: Path, api_port: int | None = None) -> Sandbox:
-    """Create (or reuse) the sandbox in ``data`` and (re)write its config.toml."""
+def provision(data: Path, api_port: int | None = None,
+              simulator_port: int | None = None) -> Sandbox:
+    """Create (or reuse) the sandbox in ``data`` and (re)write its config.toml.
+
+    A port given here is kept in ``sandbox.json`` for the next start, so the config stays
+    true for the clients that read it.
+    """
     data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o700)
     state_file = data / "sandbox.json"
@@ -91,12 +115,42 @@ def provision(data: Path, api_port: int | None = None) -> Sandbox:
         make_test_pki(data / "pki")
         state = {"simulator_port": _free_port(), "api_port": 8637,
                  "appid": "wx2421b1c4370ec43b", "mch_id": "10000100"}
+    # Made here rather than with the rest, so a directory from before Alipay gets them too.
+    make_alipay_keys(data / "alipay", reuse=True)
     if api_port is not None:
         state["api_port"] = api_port
+    if simulator_port:
+        state["simulator_port"] = simulator_port
     state_file.write_text(json.dumps(state, indent=2))
     box = Sandbox(data, state["simulator_port"], state["api_port"], state["appid"], state["mch_id"])
     _write_config(box)
     return box
+
+
+@contextlib.contextmanager
+def _exclusive(data: Path, what: str) -> Iterator[None]:
+    """Hold ``data/lock`` while ``what`` runs: one demo or simulator per directory.
+
+    A second one would rewrite config.toml under the first (another port) and then fail on
+    the simulator's port that the first one holds. The lock is flock(2): the kernel drops it
+    when the process ends, however it ends.
+    """
+    data.mkdir(parents=True, exist_ok=True)
+    lock: IO[bytes] = (data / "lock").open("ab")
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UnavailableError(
+                f"{data} is in use by another posd demo or posd simulator: stop that one "
+                f"first, or give this {what} another directory with --data") from None
+        yield
+    finally:
+        lock.close()
+
+
+def _listen_error(err: OSError, what: str) -> UnavailableError:
+    return UnavailableError(f"cannot start the {what}: {err.strerror or err}")
 
 
 def _write_config(box: Sandbox) -> None:
@@ -130,6 +184,14 @@ key_file = "{box.pki.client_key_file.resolve()}"
 ca_file = "{box.pki.ca_cert_file.resolve()}"
 read_timeout_s = 10.0
 
+[channels.alipay]
+gateway_url = "https://127.0.0.1:{box.simulator_port}/gateway.do"
+app_id = "{box.alipay_app_id}"
+app_private_key_file = "{box.alipay_keys.app_private_key_file.resolve()}"
+alipay_public_key_file = "{box.alipay_keys.alipay_public_key_file.resolve()}"
+ca_file = "{box.pki.ca_cert_file.resolve()}"
+read_timeout_s = 10.0
+
 [scanner]
 kind = "console"
 
@@ -139,15 +201,19 @@ receipt_dir = "{d}/receipts"
 """, encoding="utf-8")
 
 
-def start_simulator(box: Sandbox, **options: Any) -> Simulator:
-    sim = Simulator(
+def make_simulator(box: Sandbox, **options: Any) -> Simulator:
+    """The sandbox's channel simulator (HTTPS with its test PKI), not started yet."""
+    return Simulator(
         wechat=WechatSandbox(appid=box.appid, mch_id=box.mch_id, api_key=box.api_key()),
+        alipay=make_alipay_keys(box.alipay_keys.directory, reuse=True).sandbox(box.alipay_app_id),
         port=box.simulator_port,
         tls=make_test_pki(box.pki.directory, reuse=True).server_tls(),
         **options,
     )
-    sim.start()
-    return sim
+
+
+def start_simulator(box: Sandbox, **options: Any) -> Simulator:
+    return make_simulator(box, **options).start()
 
 
 def _banner(box: Sandbox, api_port: int, sim: Simulator) -> str:
@@ -157,67 +223,106 @@ posd demo — everything runs on this machine; no real money moves.
   API        http://127.0.0.1:{api_port}   (OpenAPI at /docs)
   API token  {box.data / 'api-token'}
   config     {box.config_path}
-  simulator  {sim.url}   (WeChat Pay v2, mutual TLS on /secapi/)
+  simulator  {sim.url}   (WeChat Pay v2, mutual TLS on /secapi/;
+             Alipay at /gateway.do, RSA2)
   log        {box.data / 'posd.log'}
 
-Sandbox payment codes (WeChat: 18 digits starting 10-15, e.g. {EXAMPLE_WECHAT}),
-by their last four digits:
+Sandbox payment codes (WeChat: 18 digits starting 10-15, e.g. {EXAMPLE_WECHAT};
+Alipay: 16-24 digits starting 25-30, e.g. {EXAMPLE_ALIPAY}), by their last four digits:
 {rows}
 From another terminal:  posd charge 12.50 --code {EXAMPLE_WECHAT} -c {box.config_path}
+                        posd charge 12.50 --code {EXAMPLE_ALIPAY} -c {box.config_path}
 """
 
 
 class StateEcho:
-    """Engine listener: one line per change of state or message."""
+    """Engine listener: one line per change of state or message.
+
+    The console waits on it (:meth:`wait_final`) so that its next prompt comes after the
+    receipt and the final line, not in the middle of them.
+    """
 
     def __init__(self) -> None:
         self._seen: dict[int, tuple[str, str]] = {}
+        self._final = threading.Condition()
+        self._finals: set[int] = set()
 
     def __call__(self, sale: Sale) -> None:
         key = (sale.state.value, sale.message)
         if self._seen.get(sale.id) != key:
             self._seen[sale.id] = key
             print(f"  sale {sale.id} [{sale.state}] {sale.message}", flush=True)
+        if sale.final:
+            with self._final:
+                self._finals.add(sale.id)
+                self._final.notify_all()
+
+    def wait_final(self, sale_id: int, stopped: threading.Event) -> bool:
+        """Block until sale ``sale_id`` was shown final (True) or ``stopped`` is set (False)."""
+        with self._final:
+            while sale_id not in self._finals:
+                if stopped.is_set():
+                    return False
+                # stop() does not notify this condition: look at the event now and then.
+                self._final.wait(0.5)
+            return True
 
 
 def run_demo(data: Path, api_port: int | None = None) -> int:
+    with _exclusive(data, "demo"):
+        return _run_demo(data, api_port)
+
+
+def _run_demo(data: Path, api_port: int | None) -> int:
     from posd.cli import setup_logging
     from posd.daemon import Daemon
 
     box = provision(data, api_port)
     setup_logging(logging.WARNING, box.data / "posd.log")
     config = config_mod.load(box.config_path)
-    sim = start_simulator(box)
+    try:
+        sim = start_simulator(box)
+    except OSError as err:
+        raise _listen_error(err, f"channel simulator on its port {box.simulator_port} (kept "
+                            f"in {box.data / 'sandbox.json'})") from err
     try:
         daemon = Daemon.build(config, receipts_to=sys.stdout)
-        daemon.engine.add_listener(StateEcho())
+        echo = StateEcho()
+        daemon.engine.add_listener(echo)
+        _stop_on_signals(daemon)
         interactive = sys.stdin is not None and sys.stdin.isatty()
-        daemon.start(scanner_stream=None)
+        try:
+            daemon.start(scanner_stream=None)
+        except OSError as err:
+            daemon.stop()
+            raise _listen_error(err, "API (choose another port with --port)") from err
         print(_banner(box, daemon.api.port, sim), flush=True)
         if interactive:
-            thread = threading.Thread(target=_console, args=(daemon,), daemon=True, name="console")
+            thread = threading.Thread(target=_console, args=(daemon, echo), daemon=True,
+                                      name="console")
             thread.start()
         else:
-            print("stdin is not a terminal: serving the API only (Ctrl-C or SIGTERM stops).")
+            print("stdin is not a terminal: serving the API only (Ctrl-C or SIGTERM stops).",
+                  flush=True)
         # serve() would start the daemon again; here we only wait and stop.
-        return _wait_and_stop(daemon)
+        status = daemon.wait()
+        print("\nstopping: in-flight sales are finished or kept for the next start", flush=True)
+        daemon.stop()
+        return int(status)
     finally:
         sim.stop()
 
 
-def _wait_and_stop(daemon: Any) -> int:
+def _stop_on_signals(daemon: Any) -> None:
+    """SIGTERM and SIGINT (Ctrl-C) stop the demo cleanly, also while it is starting."""
     def request_stop(_signum: int, _frame: object) -> None:
         daemon.stopped.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    status = daemon.wait()
-    print("\nstopping: in-flight sales are finished or kept for the next start", flush=True)
-    daemon.stop()
-    return int(status)
 
 
-def _console(daemon: Any) -> None:
+def _console(daemon: Any, echo: StateEcho) -> None:
     """Prompt for an amount, then read the customer's code; repeat."""
     engine = daemon.engine
     try:
@@ -231,49 +336,61 @@ def _console(daemon: Any) -> None:
                 continue
             try:
                 sale, _ = engine.create_sale(parse_yuan(text))
-            except InputError as err:
-                print(f"  {err}")
+            except PosdError as err:  # a bad amount; or posd is stopping
+                print(f"  {err}", flush=True)
                 continue
             print(f"  sale {sale.id}: {format_yuan(sale.amount)} yuan — scan or type the customer's code")
             code = input("Payment code: ").strip()
             if _scan(engine, code) is not None:
-                _follow(engine, sale.id)
+                echo.wait_final(sale.id, daemon.stopped)
             else:
                 engine.cancel(sale.id)
     except EOFError:
         print("\nend of input")
+    except PosdError as err:  # the store closed under us (stopping) or became unusable
+        if not daemon.stopped.is_set():
+            log.error("console stopped: %s", err)
+            print(f"\n  console stopped: {err}", flush=True)
     daemon.stopped.set()
 
 
 def _scan(engine: Any, code: str) -> Sale | None:
     outcome = engine.scan(code, time.monotonic(), "console")
     if not outcome.accepted:
-        print(f"  refused: {outcome.reason}")
+        print(f"  refused: {outcome.reason}", flush=True)
         return None
     return outcome.sale  # type: ignore[no-any-return]
 
 
-def _follow(engine: Any, sale_id: int) -> None:
-    sale = engine.get(sale_id)
-    while not sale.final:
-        sale = engine.wait_for_change(sale_id, sale.updated_at, 60.0)
-
-
 def run_simulator(data: Path, port: int) -> int:
-    """``posd simulator``: the channel simulator alone, with the sandbox's keys."""
-    box = provision(data)
-    if port:
-        box = Sandbox(box.data, port, box.api_port, box.appid, box.mch_id)
-    sim = start_simulator(box)
+    """``posd simulator``: the channel simulator alone, with the sandbox's keys.
+
+    ``port`` 0 keeps the port of ``data`` (a free one the first time); another port is kept
+    from now on, so ``data/config.toml`` stays true for a posd that uses it.
+    """
+    with _exclusive(data, "simulator"):
+        box = provision(data, simulator_port=port or None)
+        try:
+            run_forever(make_simulator(box), on_ready=lambda sim: _simulator_banner(box, sim))
+        except OSError as err:
+            raise _listen_error(err, f"channel simulator on port {box.simulator_port}") from err
+    return 0
+
+
+def _simulator_banner(box: Sandbox, sim: Simulator) -> None:
+    rows = "\n".join(f"    {ends:10} {what}" for ends, what in SANDBOX_CODES)
     print(f"""channel simulator listening on {sim.url}
-  WeChat Pay v2: appid {box.appid}, mch_id {box.mch_id}
+  WeChat Pay v2  appid {box.appid}, mch_id {box.mch_id}
   API key file   {box.data / 'wechat-api-key'}
   CA to trust    {box.pki.ca_cert_file}
   client cert    {box.pki.client_cert_file} + {box.pki.client_key_file} (for /secapi/)
-  control        {sim.url}/_sim/ledger""", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    sim.stop()
-    return 0
+  Alipay         {sim.url}/gateway.do, app_id {box.alipay_app_id}
+  app key        {box.alipay_keys.app_private_key_file} (posd signs with it)
+  Alipay key     {box.alipay_keys.alipay_public_key_file} (posd verifies with it)
+  posd config    {box.config_path}
+  control        {sim.url}/_sim/  (ledger, faults, script, reset)
+
+Sandbox payment codes (WeChat: 18 digits starting 10-15, e.g. {EXAMPLE_WECHAT};
+Alipay: 16-24 digits starting 25-30, e.g. {EXAMPLE_ALIPAY}), by their last four digits:
+{rows}
+Ctrl-C or SIGTERM stops.""", flush=True)

@@ -1,19 +1,28 @@
 # SPDX-License-Identifier: MIT
-"""Sale -> receipt lines. Pure layout; ``printer.py`` sends the lines somewhere. [core]
+"""Sale -> receipt layout, in English or Chinese. Pure; ``printer.py`` prints it. [core]
 
-CJK characters take two columns on a receipt printer and in a terminal, so widths are
-counted with :func:`width`, not ``len``.
+The layout is a list of ``posd.layout`` elements (lines with alignment, bold and size, and
+a QR code of the ``out_trade_no`` so that a manager can find the sale by scanning the
+receipt). Widths are display columns (CJK counts two), for 58 mm (32 columns) and 80 mm
+(48 columns) paper. Amounts are shown as ``CNY 12.50`` in English and ``￥12.50`` in
+Chinese: the full-width ``￥`` (U+FFE5) is in GBK, the half-width ``¥`` (U+00A5) is not and
+prints as junk on GBK printers (reference/hardware.md §2).
 """
 
 from __future__ import annotations
 
-import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 from posd.codes import CHANNEL_LABELS
-from posd.money import format_yuan
+from posd.layout import Element, Line, Qr, as_text, centred, pair, rule, title_size, wrap
+from posd.layout import width as width
+from posd.money import Fen, format_yuan
 from posd.sale import Sale, State
+
+Language = Literal["en", "zh"]
 
 #: Receipts show China Standard Time whatever the host's zone (the channels' own time).
 CST = timezone(timedelta(hours=8), "CST")
@@ -26,6 +35,31 @@ TITLES = {
     State.NEEDS_ATTENTION: "NEEDS ATTENTION",
 }
 
+_ZH_TITLES = {
+    State.PAID: "支付成功",
+    State.DECLINED: "支付失败 未收款",
+    State.REVERSED: "已撤销 未收款",
+    State.CANCELLED: "已取消",
+    State.NEEDS_ATTENTION: "需人工核实",
+}
+
+_ZH_CHANNELS = {"wechat": "微信支付", "alipay": "支付宝", "unionpay": "云闪付"}
+
+WORDS: Mapping[Language, Mapping[str, str]] = {
+    "en": {
+        "amount": "Amount", "channel": "Channel", "payer": "Payer code",
+        "till": "Store/Till", "time": "Time", "order": "Order no.",
+        "trade": "Channel trade no.", "register": "Register order", "sale": "Sale",
+        "reprint": "*** REPRINT ***", "printed": "Printed", "scan": "Scan to find this sale",
+    },
+    "zh": {
+        "amount": "金额", "channel": "支付方式", "payer": "付款码", "till": "门店/终端",
+        "time": "时间", "order": "商户订单号", "trade": "渠道交易号", "register": "收银单号",
+        "sale": "流水号", "reprint": "*** 补打小票 ***", "printed": "补打时间",
+        "scan": "扫码查询本笔交易",
+    },
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Header:
@@ -35,56 +69,97 @@ class Header:
     address: str = ""
 
 
-def width(text: str) -> int:
-    """Display columns: East Asian wide and full-width characters count as two."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+def money(fen: Fen, language: Language) -> str:
+    """``CNY 12.50`` or ``￥12.50`` (full-width yuan sign: GBK has it, see the module doc)."""
+    return f"CNY {format_yuan(fen)}" if language == "en" else f"￥{format_yuan(fen)}"
 
 
-def _pair(left: str, right: str, columns: int) -> str:
-    gap = columns - width(left) - width(right)
-    if gap >= 1:
-        return left + " " * gap + right
-    return f"{left}\n{' ' * max(0, columns - width(right))}{right}"
+def channel_label(channel: str | None, language: Language) -> str:
+    if not channel:
+        return "-"
+    labels = CHANNEL_LABELS if language == "en" else _ZH_CHANNELS
+    return labels.get(channel, channel)
 
 
-def _center(text: str, columns: int) -> str:
-    return " " * max(0, (columns - width(text)) // 2) + text
+def state_title(state: State, language: Language) -> str:
+    titles = TITLES if language == "en" else _ZH_TITLES
+    return titles.get(state, state.value.upper())
 
 
-def _time(epoch: float | None) -> str:
+def local_time(epoch: float | None) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in China Standard Time, ``-`` for None."""
     if epoch is None:
         return "-"
     return datetime.fromtimestamp(epoch, CST).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def lines(sale: Sale, header: Header, *, columns: int = 32, reprint: bool = False) -> list[str]:
-    """The receipt of a final sale as text lines of at most ``columns`` display columns."""
-    rule = "-" * columns
-    out = [_center(header.store_name, columns)]
+def heading(header: Header, columns: int) -> list[Element]:
+    """Store name (bold) and address, centred."""
+    out: list[Element] = [*centred(header.store_name, columns, bold=True)]
     if header.address:
-        out.append(_center(header.address, columns))
-    out += [rule, _center(TITLES.get(sale.state, sale.state.upper()), columns)]
-    if reprint:
-        out.append(_center("*** REPRINT ***", columns))
-    out += [
-        rule,
-        _pair("Amount", f"CNY {format_yuan(sale.amount)}", columns),
-        _pair("Channel", CHANNEL_LABELS.get(sale.channel or "", sale.channel or "-"), columns),
-        _pair("Payer code", sale.auth_code_masked or "-", columns),
-        _pair("Store/Till", f"{header.store_id}/{header.terminal_id}", columns),
-        _pair("Time", _time(sale.paid_at or sale.updated_at), columns),
-        "Order no.",
-        _pair("", sale.out_trade_no, columns),
-    ]
-    if sale.channel_trade_no:
-        out += ["Channel trade no.", _pair("", sale.channel_trade_no, columns)]
-    if sale.order_ref:
-        out.append(_pair("Register order", sale.order_ref, columns))
-    if sale.state is not State.PAID:
-        out += [rule, sale.message]
-    out += [rule, _center(f"Sale {sale.id}", columns), ""]
+        out += centred(header.address, columns)
     return out
 
 
-def text(sale: Sale, header: Header, *, columns: int = 32, reprint: bool = False) -> str:
-    return "\n".join(lines(sale, header, columns=columns, reprint=reprint))
+def _labelled(label: str, value: str, columns: int) -> list[Element]:
+    """A long value (order numbers) under its label, right-aligned."""
+    return [Line(label), *(Line(piece, "right") for piece in wrap(value, columns))]
+
+
+def _details(sale: Sale, header: Header, words: Mapping[str, str], language: Language,
+             columns: int) -> list[Element]:
+    out: list[Element] = [
+        *pair(words["channel"], channel_label(sale.channel, language), columns),
+        *pair(words["payer"], sale.auth_code_masked or "-", columns),
+        *pair(words["till"], f"{header.store_id}/{header.terminal_id}", columns),
+        *pair(words["time"], local_time(sale.paid_at or sale.updated_at), columns),
+        *_labelled(words["order"], sale.out_trade_no, columns),
+    ]
+    if sale.channel_trade_no:
+        out += _labelled(words["trade"], sale.channel_trade_no, columns)
+    if sale.order_ref:
+        out += pair(words["register"], sale.order_ref, columns)
+    return out
+
+
+def elements(sale: Sale, header: Header, *, columns: int = 32, language: Language = "en",
+             reprint: bool = False, printed_at: float | None = None, qr: bool = True,
+             footer: str = "") -> list[Element]:
+    """The receipt (or slip, for a sale not paid) of a final sale.
+
+    ``reprint`` marks it as such, with ``printed_at`` (the caller's clock) when given.
+    """
+    words = WORDS[language]
+    title = state_title(sale.state, language)
+    out = heading(header, columns)
+    out += [rule(columns), *centred(title, columns, bold=True, size=title_size(title, columns))]
+    if reprint:
+        out += centred(words["reprint"], columns, bold=True)
+        if printed_at is not None:
+            out += centred(f"{words['printed']} {local_time(printed_at)}", columns)
+    out.append(rule(columns))
+    out += pair(words["amount"], money(sale.amount, language), columns, bold=True, size="tall")
+    out += _details(sale, header, words, language, columns)
+    if sale.state is not State.PAID and sale.message:
+        out += [rule(columns), *(Line(piece) for piece in wrap(sale.message, columns))]
+    out.append(rule(columns))
+    if qr:
+        out += [Qr(sale.out_trade_no), *centred(words["scan"], columns)]
+    out += centred(f"{words['sale']} {sale.id}", columns)
+    if footer:
+        out += centred(footer, columns)
+    out.append(Line())
+    return out
+
+
+def lines(sale: Sale, header: Header, *, columns: int = 32, reprint: bool = False,
+          language: Language = "en", qr: bool = True) -> list[str]:
+    """The receipt as text lines of at most ``columns`` display columns."""
+    layout = elements(sale, header, columns=columns, language=language, reprint=reprint, qr=qr)
+    return as_text(layout, columns).split("\n")
+
+
+def text(sale: Sale, header: Header, *, columns: int = 32, reprint: bool = False,
+         language: Language = "en", qr: bool = True) -> str:
+    return "\n".join(lines(sale, header, columns=columns, reprint=reprint, language=language,
+                           qr=qr))

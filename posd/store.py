@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlite_utils.migrations import Migrations
 
 from posd.errors import ConflictError, NotFoundError, StoreError
 from posd.money import Fen
+from posd.print_jobs import JobState, PrintJob
 from posd.sale import Action, Sale, State
 
 migrations = Migrations("posd")
@@ -64,6 +65,84 @@ def _001_sales(db: Database) -> None:
     )
     db.table("outbox").create_index(["record_id"], unique=True)
     db.table("counters").create({"name": str, "value": int}, pk="name")
+
+
+@migrations(name="002_print_jobs")
+def _002_print_jobs(db: Database) -> None:
+    """posd.printing's durable queue: receipts and reports waiting for the printer."""
+    db.table("print_jobs").create(
+        {"id": int, "job_key": str, "kind": str, "sale_id": int, "day": str, "reprint": int,
+         "state": str, "attempts": int, "created_at": float, "next_at": float,
+         "done_at": float, "last_error": str},
+        pk="id",
+        not_null={"kind", "state", "created_at", "next_at"},
+    )
+    db.table("print_jobs").create_index(["job_key"], unique=True)  # NULL keys never clash
+    db.table("print_jobs").create_index(["state", "next_at"])
+
+
+#: The Z-report's rollup step (migration 002_sale_totals), in seconds.
+TOTALS_BUCKET_S = 900
+
+_ADD_TOTALS = (
+    "insert into sale_totals (bucket, channel, state, count, amount) values "
+    "(cast({row}.created_at / 900 as integer), coalesce({row}.channel, ''), {row}.state, "
+    "{n}, {n} * {row}.amount_fen) on conflict (bucket, channel, state) do update set "
+    "count = count + excluded.count, amount = amount + excluded.amount;"
+)
+
+
+@migrations(name="002_sale_totals")
+def _002_sale_totals(db: Database) -> None:
+    """Sales counted and summed per 15 minutes of created_at, channel and state, by triggers
+    in each sale's own transaction: a day's Z-report reads ~100 rows however many sales the
+    day had (bench/z_report.py: 1,000,000 in one day). 15 minutes divides every UTC offset in
+    use and every whole-hour cut-off, so a business day is a whole number of buckets. The
+    (state, created_at) index finds a day's needs_attention sales without reading the day.
+    """
+    db.execute("create table sale_totals (bucket integer not null, channel text not null, "
+               "state text not null, count integer not null, amount integer not null, "
+               "primary key (bucket, channel, state))")
+    db.execute("create trigger sale_totals_insert after insert on sales begin "
+               f"{_ADD_TOTALS.format(row='new', n=1)} end")
+    db.execute("create trigger sale_totals_update after update of created_at, channel, state, "
+               "amount_fen on sales when old.created_at is not new.created_at or old.channel "
+               "is not new.channel or old.state is not new.state or old.amount_fen is not "
+               f"new.amount_fen begin {_ADD_TOTALS.format(row='old', n=-1)} "
+               f"{_ADD_TOTALS.format(row='new', n=1)} end")
+    db.execute("create trigger sale_totals_delete after delete on sales begin "
+               f"{_ADD_TOTALS.format(row='old', n=-1)} end")
+    db.execute("insert into sale_totals select cast(created_at / 900 as integer), "
+               "coalesce(channel, ''), state, count(*), sum(amount_fen) from sales "
+               "group by 1, 2, 3")
+    db.table("sales").create_index(["state", "created_at"])
+
+
+@migrations(name="003_outbox_sync")
+def _003_outbox_sync(db: Database) -> None:
+    """HQ sync (posd.sync): a per-terminal sequence number on every outbox row, quarantine.
+
+    ``seq`` is set by a trigger, so every writer of the outbox (final sales here, daily
+    summaries in posd.sync) gets the next number inside its own transaction, and an insert
+    ignored as a duplicate leaves no gap. Rows already there are numbered in insertion order.
+    """
+    outbox = db.table("outbox")
+    outbox.add_column("seq", int)
+    outbox.add_column("rejected_at", float)
+    outbox.add_column("reject_reason", str)
+    db.execute("update outbox set seq = id")
+    db.execute("insert or replace into counters(name, value) "
+               "select 'outbox_seq', coalesce(max(seq), 0) from outbox")
+    outbox.create_index(["seq"], unique=True)
+    outbox.create_index(["acked_at"])
+    db.execute("create index outbox_unsent on outbox(seq) "
+               "where acked_at is null and rejected_at is null")
+    db.execute(
+        "create trigger outbox_seq after insert on outbox when new.seq is null begin "
+        "update counters set value = value + 1 where name = 'outbox_seq'; "
+        "update outbox set seq = (select value from counters where name = 'outbox_seq') "
+        "where id = new.id; end"
+    )
 
 
 _SALE_FIELDS = (
@@ -286,6 +365,52 @@ class Store:
         with self._read() as db:
             return list(db.table("sale_events").rows_where("sale_id = ?", [sale_id], order_by="id"))
 
+    # --- print jobs and the Z-report (posd.printing) ---------------------------------------
+
+    def add_print_job(self, job: PrintJob) -> PrintJob | None:
+        """Queue ``job``; None when a job with the same key was queued before."""
+        row = job.row()
+        with self._tx() as db:
+            cursor = db.execute(
+                f"insert or ignore into print_jobs ({', '.join(row)}) "
+                f"values ({', '.join('?' for _ in row)})", list(row.values()))
+            return replace(job, id=int(cursor.lastrowid or 0)) if cursor.rowcount else None
+
+    def update_print_job(self, job: PrintJob) -> None:
+        with self._tx() as db:
+            db.table("print_jobs").update(job.id, job.row())
+
+    def print_jobs(self, state: JobState, *, since: float | None = None,
+                   limit: int = 100) -> list[PrintJob]:
+        """Jobs in ``state`` (created at or after ``since``), the next one due first."""
+        with self._read() as db:
+            rows = db.table("print_jobs").rows_where(
+                "state = ? and created_at >= ?", [state.value, since or 0.0],
+                order_by="next_at, id", limit=limit)
+            return [PrintJob.from_row(row) for row in rows]
+
+    def print_job(self, job_id: int) -> PrintJob:
+        with self._read() as db:
+            rows = list(db.table("print_jobs").rows_where("id = ?", [job_id]))
+        if not rows:
+            raise NotFoundError(f"no print job {job_id}")
+        return PrintJob.from_row(rows[0])
+
+    def sale_totals(self, since: float, until: float) -> list[tuple[str | None, str, int, int]]:
+        """(channel, state, count, amount in fen) of the sales created in [since, until):
+        the Z-report's figures, from the 15-minute rollup (002_sale_totals), or summed over
+        the sales themselves when a bound is not on a 15-minute boundary."""
+        if since % TOTALS_BUCKET_S or until % TOTALS_BUCKET_S:
+            sql = ("select channel, state, count(*), coalesce(sum(amount_fen), 0) from sales "
+                   "where created_at >= ? and created_at < ? group by channel, state")
+        else:
+            since, until = since // TOTALS_BUCKET_S, until // TOTALS_BUCKET_S
+            sql = ("select nullif(channel, ''), state, sum(count), sum(amount) from sale_totals "
+                   "where bucket >= ? and bucket < ? group by channel, state "
+                   "having sum(count) != 0")
+        with self._read() as db:
+            return [tuple(row) for row in db.execute(sql, [since, until]).fetchall()]
+
     # --- outbox --------------------------------------------------------------------------
 
     def outbox_backlog(self) -> dict[str, Any]:
@@ -296,3 +421,77 @@ class Store:
                 "from outbox where acked_at is null"
             ).fetchone()
         return {"count": row[0], "amount": row[1], "oldest_at": row[2]}
+
+    # --- outbox: HQ sync (posd.sync) -------------------------------------------------------
+
+    def outbox_add(self, record_id: str, kind: str, payload: dict[str, Any], amount: int,
+                   created_at: float) -> bool:
+        """Enqueue a record for HQ unless one with ``record_id`` is there. True if added."""
+        with self._tx() as db:
+            if db.execute("select 1 from outbox where record_id = ?", [record_id]).fetchone():
+                return False
+            db.table("outbox").insert({
+                "record_id": record_id, "kind": kind, "amount_fen": amount,
+                "payload": json.dumps(payload, ensure_ascii=False), "created_at": created_at,
+            })
+            return True
+
+    def outbox_unsent(self, limit: int, after_seq: int = 0) -> list[OutboxRow]:
+        """The oldest records after ``after_seq`` HQ has neither acknowledged nor rejected."""
+        with self._read() as db:
+            rows = db.execute(
+                f"select {_OUTBOX_COLUMNS} from outbox where acked_at is null "
+                "and rejected_at is null and seq > ? order by seq limit ?",
+                [after_seq, limit]).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def outbox_rejected(self) -> list[OutboxRow]:
+        """Records HQ rejected (quarantined: kept, not sent again until re-queued)."""
+        with self._read() as db:
+            rows = db.execute(
+                f"select {_OUTBOX_COLUMNS} from outbox where acked_at is null "
+                "and rejected_at is not null order by seq").fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def outbox_settle(self, acked: list[int], rejected: list[tuple[int, str]],
+                      at: float) -> None:
+        """Mark what HQ acknowledged and quarantine what it rejected, in one transaction."""
+        with self._tx() as db:
+            db.conn.executemany(
+                "update outbox set acked_at = ? where id = ? and acked_at is null",
+                [(at, row_id) for row_id in acked])
+            db.conn.executemany(
+                "update outbox set rejected_at = ?, reject_reason = ? where id = ?",
+                [(at, reason[:500], row_id) for row_id, reason in rejected])
+
+    def outbox_requeue_rejected(self) -> int:
+        """Send the quarantined records again (e.g. once HQ is upgraded). Returns how many."""
+        with self._tx() as db:
+            return db.execute("update outbox set rejected_at = null, reject_reason = null "
+                              "where acked_at is null and rejected_at is not null").rowcount
+
+    def outbox_prune(self, acked_before: float) -> int:
+        """Delete records HQ acknowledged before ``acked_before``. Returns how many."""
+        with self._tx() as db:
+            return db.execute("delete from outbox where acked_at is not null and acked_at < ?",
+                              [acked_before]).rowcount
+
+
+_OUTBOX_COLUMNS = ("id, seq, record_id, kind, payload, amount_fen, created_at, acked_at, "
+                   "rejected_at, reject_reason")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox record as stored (``payload`` is its JSON text)."""
+
+    id: int
+    seq: int
+    record_id: str
+    kind: str
+    payload: str
+    amount_fen: int
+    created_at: float
+    acked_at: float | None
+    rejected_at: float | None
+    reject_reason: str | None

@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import pytest
 
-from posd.channels.simulator import TestPki, make_test_pki
+from posd.channels.simulator import AlipayKeys, TestPki, make_alipay_keys, make_test_pki
+from tests.postgres import postgres_cluster, postgres_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     """One throw-away CA with server and merchant client certificates for the whole run."""
     return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def alipay_keys(tmp_path_factory: pytest.TempPathFactory) -> AlipayKeys:
+    """The Alipay sandbox's two RSA2 key pairs (the app's, the simulator's) for the whole run."""
+    return make_alipay_keys(tmp_path_factory.mktemp("alipay-keys"))

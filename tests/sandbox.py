@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: MIT
 """Test helpers shared by shell tests, benchmarks' smoke tests and the crash test: a real
-simulator over HTTPS with client certificates, and posd configs that point at it."""
+simulator over HTTPS with client certificates (and, given Alipay keys, Alipay's gateway.do),
+and posd configs that point at it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from posd.channels.simulator import Simulator, TestPki, WechatSandbox
+from posd.channels.simulator import AlipayKeys, Simulator, TestPki, WechatSandbox
 from posd.config import Config
 from posd.sale import Policy
 
@@ -18,6 +20,21 @@ WECHAT = WechatSandbox("wx2421b1c4370ec43b", "10000100", "sandboxkeysandboxkeysa
 MIN_REVERSE = 1.0
 FAST = Policy(deadline_s=2.5, query_intervals_s=(0.2,), pay_retry_delay_s=0.1,
               min_reverse_delay_s=MIN_REVERSE + 0.2, reverse_backoff_s=(0.2, 0.4), recall_delay_s=0.1)
+#: Alipay has no "not before 15 s" rule for trade.cancel (engine.policies_for does the same).
+FAST_ALIPAY = replace(FAST, min_reverse_delay_s=0.0)
+ALIPAY_APP_ID = "2021000000000001"
+
+
+def alipay_section(sim_url: str, keys: AlipayKeys, pki: TestPki, *,
+                   read_timeout_s: float = 1.0) -> dict[str, Any]:
+    """``[channels.alipay]`` for a posd that talks to the simulator's gateway.do."""
+    return {
+        "gateway_url": f"{sim_url}/gateway.do", "app_id": ALIPAY_APP_ID,
+        "app_private_key_file": str(keys.app_private_key_file),
+        "alipay_public_key_file": str(keys.alipay_public_key_file),
+        "ca_file": str(pki.ca_cert_file), "connect_timeout_s": 1.0,
+        "read_timeout_s": read_timeout_s,
+    }
 
 
 def secret(path: Path, text: str) -> Path:
@@ -27,8 +44,12 @@ def secret(path: Path, text: str) -> Path:
 
 
 def make_config(tmp: Path, sim_url: str, pki: TestPki, *, sign_type: str = "HMAC-SHA256",
-                read_timeout_s: float = 1.0, api_port: int = 0, **sections: Any) -> dict[str, Any]:
-    """A config dict (write it as TOML or validate it) for a posd that talks to ``sim_url``."""
+                read_timeout_s: float = 1.0, api_port: int = 0, alipay: AlipayKeys | None = None,
+                wechat: bool = True, **sections: Any) -> dict[str, Any]:
+    """A config dict (write it as TOML or validate it) for a posd that talks to ``sim_url``.
+
+    WeChat is enabled unless ``wechat=False``; Alipay when its keys are given.
+    """
     secret(tmp / "wechat-api-key", WECHAT.api_key)
     secret(tmp / "api-token", "test-token-0123456789abcdef")
     data: dict[str, Any] = {
@@ -45,6 +66,11 @@ def make_config(tmp: Path, sim_url: str, pki: TestPki, *, sign_type: str = "HMAC
         "scanner": {"kind": "none"},
         "printer": {"kind": "none"},
     }
+    if alipay is not None:
+        data["channels"]["alipay"] = alipay_section(sim_url, alipay, pki,
+                                                    read_timeout_s=read_timeout_s)
+    if not wechat:
+        del data["channels"]["wechat"]
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return data
@@ -79,7 +105,10 @@ def config(data: dict[str, Any]) -> Config:
     return Config.model_validate(data)
 
 
-def start_simulator(pki: TestPki, **options: Any) -> Simulator:
+def start_simulator(pki: TestPki, *, alipay: AlipayKeys | None = None,
+                    **options: Any) -> Simulator:
+    """The simulator over HTTPS; with ``alipay`` keys it also serves Alipay's gateway.do."""
     options.setdefault("min_reverse_delay_s", MIN_REVERSE)
     options.setdefault("confirm_delay_s", 0.6)
-    return Simulator(wechat=WECHAT, tls=pki.server_tls(), **options).start()
+    sandbox = None if alipay is None else alipay.sandbox(ALIPAY_APP_ID)
+    return Simulator(wechat=WECHAT, alipay=sandbox, tls=pki.server_tls(), **options).start()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-CORE = ["money.py", "codes.py", "sale.py", "receipt.py", "report.py", "channels/wechat_wire.py"]
+CORE = ["money.py", "codes.py", "framing.py", "sale.py", "receipt.py", "report.py",
+        "channels/wechat_wire.py", "channels/alipay_wire.py", "channels/alipay_codes.py"]
 FORBIDDEN = {"requests", "evdev", "serial", "sqlite_utils", "sqlite3", "escpos", "time", "random",
              "logging", "socket", "posd.store", "posd.engine", "posd.api", "posd.cli"}
 

@@ -8,7 +8,9 @@ Afterwards the simulator's ledger and posd's store must agree:
 - no order paid twice;
 - nothing left non-final, and no protocol violation (e.g. a reverse within 15 s).
 
-Real WeChat timing (15 s before a reverse, 16 s deadline), so this test takes about a minute.
+The register's customers alternate between WeChat and Alipay codes, so both channels (and
+their reverse / cancel) go through the same kills in the same run. Real WeChat timing (15 s
+before a reverse, 16 s deadline), so this test takes about a minute.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import pytest
 import requests
 
-from posd.channels.simulator import Simulator, TestPki
+from posd.channels.simulator import AlipayKeys, Simulator, TestPki
 from tests.sandbox import make_config, start_simulator, to_toml
 
 pytestmark = pytest.mark.slow
@@ -37,6 +39,8 @@ TOKEN = "test-token-0123456789abcdef"
 FINAL = {"paid", "declined", "reversed", "cancelled", "needs_attention"}
 #: The mix of customers: mostly pay at once; some confirm later, fail, error or hang.
 ENDINGS = ["0000"] * 10 + ["0001"] * 4 + ["0003", "0004", "0005", "0006", "0002", "0007", "0008"]
+#: 18-digit codes by channel: WeChat 10-15, Alipay 25-30 (+ 12 digits + the ending)
+PREFIXES = ("13", "28")
 
 
 class Daemon:
@@ -83,8 +87,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(name="sim")
-def _sim(pki: TestPki) -> Iterator[Simulator]:
-    sim = start_simulator(pki, min_reverse_delay_s=15.0, confirm_delay_s=2.0, hang_s=2.0)
+def _sim(pki: TestPki, alipay_keys: AlipayKeys) -> Iterator[Simulator]:
+    sim = start_simulator(pki, alipay=alipay_keys, min_reverse_delay_s=15.0,
+                          confirm_delay_s=2.0, hang_s=2.0)
     yield sim
     sim.stop()
 
@@ -110,11 +115,11 @@ def _all_sales(url: str) -> list[dict[str, Any]]:
 
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, sim: Simulator,
-                                                 pki: TestPki) -> None:
+                                                 pki: TestPki, alipay_keys: AlipayKeys) -> None:
     rng = random.Random(int(os.environ.get("POSD_CRASH_SEED", "20261123")))
     port = _free_port()
     data = make_config(tmp_path, sim.url, pki, api_port=port, read_timeout_s=1.0,
-                       payment={"deadline_s": 16})
+                       alipay=alipay_keys, payment={"deadline_s": 16})
     config_path = tmp_path / "config.toml"
     config_path.write_text(to_toml(data))
     daemon = Daemon(config_path, port, tmp_path / "posd.log")
@@ -126,7 +131,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, sim: Simulator,
     def register() -> None:
         for n in range(48):
             ending = ENDINGS[n % len(ENDINGS)]
-            code = f"13{n:012d}{ending}"
+            code = f"{PREFIXES[n % 2]}{n:012d}{ending}"
             order = f"R{n:03d}"
             orders[order] = code
             _post_sale(daemon.url, {"amount": 100 + n, "order_ref": order, "auth_code": code},
@@ -155,8 +160,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, sim: Simulator,
     unresolved = [s for s in sales if s["state"] not in FINAL]
     assert not unresolved, unresolved
     for v in sim.violations():
-        print("VIOLATION", v, sim.trade(str(v["out_trade_no"])))
+        print("VIOLATION", v, sim.trade(str(v["out_trade_no"]), str(v["channel"])))
     assert not sim.violations()
+    assert {s["channel"] for s in sales} == {"wechat", "alipay"}
     by_no = {s["out_trade_no"]: s for s in sales}
     for trade in sim.ledger():
         sale = by_no.get(str(trade["out_trade_no"]))
@@ -167,7 +173,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, sim: Simulator,
             assert sale["state"] == "reversed", (trade, sale)
     for sale in sales:
         if sale["state"] == "paid":
-            trade = sim.trade(sale["out_trade_no"])
+            trade = sim.trade(sale["out_trade_no"], sale["channel"])
             assert trade is not None and trade["state"] == "paid", sale
     paid_orders = [s["order_ref"] for s in sales if s["state"] == "paid"]
     assert len(paid_orders) == len(set(paid_orders))

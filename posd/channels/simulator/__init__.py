@@ -7,6 +7,8 @@ Layout -- one responsibility per module, so another channel is one more gateway 
 - ``transport.py``   the threaded HTTP(S) server, TLS, reading and answering on the wire
 - ``gateway.py``     the seam a channel implements (:class:`Request` -> :class:`Reply`)
 - ``wechat.py``      WeChat Pay v2 endpoints; ``wechat_bill.py`` its daily bill
+- ``alipay.py``      Alipay's ``gateway.do`` (trade.pay/query/cancel, RSA2); ``alipay_keys.py``
+                     the app's and the simulator's key pairs
 - ``ledger.py``      trades and scripted behaviour; pure, time passed in as values
 - ``faults.py``      transport faults; ``control.py`` the ``/_sim/`` JSON endpoints
 - ``certs.py``       a throw-away PKI for HTTPS with client certificates
@@ -21,6 +23,8 @@ Typical use::
 
 from __future__ import annotations
 
+from posd.channels.simulator.alipay import AlipaySandbox
+from posd.channels.simulator.alipay_keys import AlipayKeys, make_alipay_keys
 from posd.channels.simulator.certs import TestPki, make_test_pki
 from posd.channels.simulator.faults import FaultKind
 from posd.channels.simulator.ledger import ENDINGS, Outcome
@@ -30,12 +34,15 @@ from posd.channels.simulator.wechat import WechatSandbox
 
 __all__ = [
     "ENDINGS",
+    "AlipayKeys",
+    "AlipaySandbox",
     "FaultKind",
     "Outcome",
     "ServerTls",
     "Simulator",
     "TestPki",
     "WechatSandbox",
+    "make_alipay_keys",
     "make_test_pki",
     "run_forever",
 ]

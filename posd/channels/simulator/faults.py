@@ -61,7 +61,9 @@ XML_BOMB_BODY = b"""<?xml version="1.0" encoding="utf-8"?>
 @dataclass(frozen=True, slots=True)
 class Fault:
     kind: FaultKind
-    path: str = "*"  # an endpoint path such as "/pay/micropay", or "*" for any
+    #: an endpoint path such as "/pay/micropay", one Alipay method such as
+    #: "/gateway.do?method=alipay.trade.pay", or "*" for any
+    path: str = "*"
     seconds: float | None = None  # latency: required; hang: None = the simulator's hang_s
     process: bool = True  # drop/hang/http5xx/garbage/xml_bomb: let the ledger see it first
 
@@ -73,8 +75,8 @@ class Fault:
         if self.seconds is not None and not 0 <= self.seconds <= 3600:
             raise ValueError(f"seconds must be within 0..3600, got {self.seconds}")
 
-    def matches(self, path: str) -> bool:
-        return self.path in ("*", path)
+    def matches(self, *paths: str) -> bool:
+        return self.path == "*" or self.path in paths
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -123,11 +125,11 @@ class FaultQueue:
         with self._lock:
             self._queue.append(_Queued(fault, count))
 
-    def take(self, path: str) -> Fault | None:
-        """The first fault queued for ``path`` (or any path), used up by this request."""
+    def take(self, *paths: str) -> Fault | None:
+        """The first fault queued for one of ``paths`` (or any path), used up by this request."""
         with self._lock:
             for queued in self._queue:
-                if queued.fault.matches(path):
+                if queued.fault.matches(*paths):
                     queued.left -= 1
                     if queued.left == 0:
                         self._queue.remove(queued)

@@ -50,6 +50,11 @@ class Gateway(Protocol):
         """Answer ``request`` as the channel would, updating the ledger."""
         ...
 
+    def fault_paths(self, request: Request) -> tuple[str, ...]:
+        """The fault paths that ``request`` answers to: its path, and for a gateway that
+        serves several calls on one path (Alipay's ``/gateway.do``) ``path?method=...``."""
+        ...
+
     def tamper(self, reply: Reply, kind: Tamper) -> Reply:
         """``reply`` with a wrong signature, or about another trade (still validly signed)."""
         ...

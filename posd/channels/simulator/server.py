@@ -13,6 +13,8 @@ returns promptly even with requests hanging, and it shuts every open connection 
 
 Over HTTPS the WeChat gateway refuses ``/secapi/`` requests that came without a verified client
 certificate, with the body WeChat sends ("证书验证失败"), rather than failing the handshake.
+The Alipay gateway (``/gateway.do``, when an :class:`AlipaySandbox` is given) shares the server,
+the ledger and the faults; a fault may name one of its methods (``/gateway.do?method=...``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from posd.channels.simulator.faults import (
     FaultKind,
     FaultQueue,
 )
+from posd.channels.simulator.alipay import AlipayGateway, AlipaySandbox
 from posd.channels.simulator.gateway import Gateway, Reply, Request
 from posd.channels.simulator.ledger import (
     ENDINGS,
@@ -66,13 +69,14 @@ class Simulator:
     ``confirm_delay_s`` is when code 0001's customer confirms; ``hang_s`` how long code 0006
     and the ``hang`` fault block; ``min_reverse_delay_s`` WeChat's "not before 15 s";
     ``close_unpaid_after_s`` closes trades left unpaid that long (WeChat: 45 s; default: never,
-    so that 0002 waits until reversed).
+    so that 0002 waits until reversed); ``alipay`` adds Alipay's ``/gateway.do``.
     """
 
     def __init__(
         self,
         *,
         wechat: WechatSandbox,
+        alipay: AlipaySandbox | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         tls: ServerTls | None = None,
@@ -104,7 +108,10 @@ class Simulator:
                 min_reverse_delay_s=min_reverse_delay_s,
             ),
         )
+        if alipay is not None:
+            self._gateways += (AlipayGateway(alipay, self._ledger, clock=clock),)
         self.wechat = wechat
+        self.alipay = alipay
         self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -227,11 +234,18 @@ class Simulator:
         self._faults.clear()
 
     def describe(self) -> dict[str, object]:
+        channels: dict[str, object] = {
+            "wechat": {"appid": self.wechat.appid, "mch_id": self.wechat.mch_id}
+        }
+        if self.alipay is not None:
+            channels["alipay"] = {"app_id": self.alipay.app_id, "gateway": "/gateway.do"}
+        alipay = {} if self.alipay is None else {"alipay": "28123456789012"}
         return {
             "url": self.url if self._server is not None else None,
-            "channels": {"wechat": {"appid": self.wechat.appid, "mch_id": self.wechat.mch_id}},
+            "channels": channels,
             "sandbox_codes": [
                 {"ending": e, "outcome": o.value, "wechat": f"13456789012345{e}"}
+                | {name: f"{prefix}{e}" for name, prefix in alipay.items()}
                 for e, o in ENDINGS.items()
             ],
             "outcomes": [o.value for o in Outcome],
@@ -252,7 +266,7 @@ class Simulator:
         if gateway is None:
             send(handler, Reply(404, b"no such endpoint\n"))
             return
-        fault = self._faults.take(request.path)
+        fault = self._faults.take(*gateway.fault_paths(request))
         if fault is not None:
             log.info("fault %s on %s", fault.kind.value, request.path)
         reply = self._process(gateway, request, fault)

@@ -236,6 +236,9 @@ class WechatGateway:
     def handles(self, path: str) -> bool:
         return path in _ENDPOINTS
 
+    def fault_paths(self, request: Request) -> tuple[str, ...]:
+        return (request.path,)
+
     def handle(self, request: Request) -> Reply:
         endpoint = _ENDPOINTS[request.path]
         if request.method != "POST":

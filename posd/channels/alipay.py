@@ -1,0 +1,383 @@
+# SPDX-License-Identifier: MIT
+"""Alipay face-to-face bar-code client (当面付条码): trade.pay, trade.query, trade.cancel. [shell]
+
+Every call returns a :data:`posd.sale.ChannelResult` value, never raises for what the channel
+or the network did, never returns a dict (reference/channels.md §2, §4).
+
+- Requests go to ``gateway.do`` as the official SDK sends them: the common parameters and
+  ``sign`` in the query string, ``biz_content`` in a form body, ``charset=utf-8``, RSA2
+  signed with the app private key (``alipay_wire``). ``timestamp`` is Beijing time, whatever
+  the host's time zone (both public SDKs use local time: a till set to UTC would be 8 h off).
+- An answer is used only if it is JSON (at most ``MAX_BODY`` bytes) holding the method's
+  ``_response`` (or ``error_response``), signed by the *Alipay* public key over its raw text
+  as received, and about the ``out_trade_no`` we asked for. Anything else is
+  ``Unknown(may_have_arrived=True)``: money may have moved, so the engine queries.
+- Gateway refusals (codes 20001, 40001, 40002, 40006: the request was not accepted, often
+  unsigned) mean no trade was made: pay -> ``Declined``, query -> ``Unknown``, cancel ->
+  ``Refused``. Code 20000 and sub_code ACQ.SYSTEM_ERROR are Unknown whatever else they say.
+- Transport failures follow urllib3's rule (``posd.channels.transport``).
+- Never logged: the private key, strings-to-sign, full payment codes (``posd.codes.mask``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+from typing import ClassVar, Final
+from urllib.parse import urlencode
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from posd.channels import alipay_codes as codes
+from posd.channels import alipay_wire as wire
+from posd.channels import transport
+from posd.codes import mask
+from posd.config import AlipayConfig, read_secret
+from posd.errors import AmountError, ConfigError
+from posd.money import Fen, format_yuan, parse_yuan
+from posd.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Refused, Unknown
+
+log = logging.getLogger(__name__)
+
+PAY: Final = "alipay.trade.pay"
+QUERY: Final = "alipay.trade.query"
+CANCEL: Final = "alipay.trade.cancel"
+SUBJECT_MAX: Final = 256  # trade.pay ``subject`` String(256)
+#: China has kept UTC+8 without daylight saving since 1991: a fixed offset is exact.
+BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
+_STRING_TO_SIGN: Final = re.compile(r"[，,]?\s*(网关生成的)?验签字符串.*", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    """The gateway did not accept the request (codes 20001/4000x): no trade was made."""
+
+    message: str
+
+
+_Reply = wire.Answer | _Rejected | Unknown
+
+
+class Alipay:
+    """The Alipay channel (``posd.channels.Channel``)."""
+
+    name: ClassVar[str] = "alipay"
+
+    def __init__(
+        self,
+        config: AlipayConfig,
+        *,
+        app_private_key: rsa.RSAPrivateKey,
+        alipay_public_key: rsa.RSAPublicKey,
+        store_id: str = "",
+        terminal_id: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if wire.same_key(app_private_key.public_key(), alipay_public_key):
+            # The #1 cause of verification failures in python-alipay-sdk's tracker (§4).
+            raise ConfigError(
+                "channels.alipay.alipay_public_key_file: this is the app's own public key; "
+                "use the Alipay public key (支付宝公钥) shown in the Alipay console"
+            )
+        self._config = config
+        self._private_key = app_private_key
+        self._public_key = alipay_public_key
+        self._store_id = store_id
+        self._terminal_id = terminal_id
+        self._clock = clock
+        self._timeout = (config.connect_timeout_s, config.read_timeout_s)
+        self._verify: str | bool = str(config.ca_file) if config.ca_file else True
+        self._session = transport.session()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AlipayConfig,
+        *,
+        store_id: str = "",
+        terminal_id: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> Alipay:
+        """Read the app private key (a private file: 0600/0400) and the Alipay public key."""
+        raw = read_secret(config.app_private_key_file, "channels.alipay.app_private_key_file")
+        try:
+            private_key = wire.load_private_key(raw)
+        except wire.WireError as err:
+            raise ConfigError(f"channels.alipay.app_private_key_file: {err}") from None
+        path = config.alipay_public_key_file
+        try:
+            public_key = wire.load_public_key(path.read_bytes() if path else b"")
+        except OSError as err:
+            raise ConfigError(
+                f"channels.alipay.alipay_public_key_file: {path}: {err.strerror or err}"
+            ) from err
+        except wire.WireError as err:
+            raise ConfigError(f"channels.alipay.alipay_public_key_file: {err}") from None
+        return cls(config, app_private_key=private_key, alipay_public_key=public_key,
+                   store_id=store_id, terminal_id=terminal_id, clock=clock)
+
+    def close(self) -> None:
+        self._session.close()
+
+    # --- the three calls -------------------------------------------------------------------
+
+    def pay(self, out_trade_no: str, amount: Fen, auth_code: str, subject: str) -> ChannelResult:
+        """trade.pay, scene bar_code. Paid, Declined, Pending (10003) or Unknown."""
+        biz = {
+            "out_trade_no": out_trade_no,
+            "scene": "bar_code",
+            "auth_code": auth_code,
+            "subject": _subject(subject),
+            "total_amount": format_yuan(amount),  # a string: never a binary float
+            "product_code": "FACE_TO_FACE_PAYMENT",
+            "store_id": self._store_id,
+            "terminal_id": self._terminal_id,
+        }
+        reply = _hide(self._call(PAY, {k: v for k, v in biz.items() if v}, out_trade_no),
+                      auth_code)
+        result = _pay_result(reply)
+        log.info("alipay pay %s %s fen %s -> %s", out_trade_no, amount, mask(auth_code), result)
+        return result
+
+    def query(self, out_trade_no: str, amount: Fen) -> ChannelResult:
+        """trade.query: the trade's status."""
+        result = _query_result(self._call(QUERY, {"out_trade_no": out_trade_no}, out_trade_no))
+        if isinstance(result, Paid) and result.amount != amount:
+            log.warning(
+                "alipay %s: paid %s fen, the sale is for %s", out_trade_no, result.amount, amount
+            )
+        log.info("alipay query %s -> %s", out_trade_no, result)
+        return result
+
+    def reverse(self, out_trade_no: str) -> ChannelResult:
+        """trade.cancel: closes an unpaid trade, refunds a paid one (``action``)."""
+        reply = self._call(CANCEL, {"out_trade_no": out_trade_no}, out_trade_no)
+        result = _cancel_result(reply)
+        if result is None:
+            # code 10000 without ``action``: "未查询到交易，或接口调用失败" -- no such trade,
+            # or the call failed (§2.9; a cancel of an unknown out_trade_no reportedly
+            # answers exactly so). Decision: neither trust it as NotFound nor repeat the
+            # cancel blindly: ask trade.query, whose answer is definite. No trade ->
+            # NotFound (reversed, nothing taken); closed -> Closed; anything else (paid,
+            # waiting, no answer) -> Unknown, and the engine cancels again.
+            result = self._confirm_cancel(out_trade_no)
+        log.info("alipay cancel %s -> %s", out_trade_no, result)
+        return result
+
+    def _confirm_cancel(self, out_trade_no: str) -> ChannelResult:
+        found = _query_result(self._call(QUERY, {"out_trade_no": out_trade_no}, out_trade_no))
+        match found:
+            case NotFound():
+                return NotFound("cancel without action; trade.query: no such trade")
+            case Closed():
+                return Closed("cancel without action; trade.query: TRADE_CLOSED", refunded=None)
+            case _:
+                return Unknown(f"cancel answered without action; the trade is {found}")
+
+    # --- one request -----------------------------------------------------------------------
+
+    def _params(self, method: str, biz: Mapping[str, str]) -> dict[str, str]:
+        return {
+            "app_id": self._config.app_id,
+            "method": method,
+            "format": "JSON",
+            "charset": "utf-8",
+            "sign_type": wire.SIGN_TYPE,
+            "timestamp": datetime.fromtimestamp(self._clock(), BEIJING).strftime(
+                "%Y-%m-%d %H:%M:%S"
+            ),
+            "version": "1.0",
+            "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
+        }
+
+    def _call(self, method: str, biz: Mapping[str, str], out_trade_no: str) -> _Reply:
+        params = self._params(method, biz)
+        params["sign"] = wire.sign(params, self._private_key)
+        body = urlencode({"biz_content": params.pop("biz_content")}).encode()
+        raw = self._post(method, urlencode(params), body)
+        if isinstance(raw, Unknown):
+            return raw
+        return self._check(method, raw, out_trade_no)
+
+    def _post(self, method: str, query: str, body: bytes) -> bytes | Unknown:
+        url = self._config.gateway_url
+        url += ("&" if "?" in url else "?") + query
+        try:
+            with self._session.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
+                timeout=self._timeout,
+                verify=self._verify,
+                stream=True,
+                allow_redirects=False,
+            ) as response:
+                if response.status_code != HTTPStatus.OK:
+                    return Unknown(f"{method}: HTTP {response.status_code}")
+                return transport.read_bounded(response, wire.MAX_BODY, method)
+        except (OSError, Urllib3Error) as err:  # requests.RequestException is an OSError
+            return transport.failure(method, err)
+
+    def _check(self, method: str, raw: bytes, out_trade_no: str) -> _Reply:
+        """Parse and authenticate an answer; see the module docstring for the rules."""
+        try:
+            answer = wire.parse_answer(raw, method)
+        except wire.WireError as err:
+            return Unknown(f"{method}: unreadable answer: {err}")
+        if answer.sign is not None and not answer.verifies(self._public_key):
+            log.warning("ALERT alipay %s %s: the answer's signature does not verify",
+                        method, out_trade_no)
+            return Unknown(f"{method}: the answer's signature does not verify")
+        code = _text(answer.text("code"), 8)  # Unknown details carry no channel text
+        if code in codes.GATEWAY_REFUSALS:
+            return _Rejected(_describe(answer))
+        if answer.sign is None or answer.key == wire.ERROR_RESPONSE:
+            log.warning("ALERT alipay %s %s: unsigned or error_response answer (code %r)",
+                        method, out_trade_no, code)
+            return Unknown(f"{method}: unsigned or error_response answer (code {code!r})")
+        if answer.text("out_trade_no") not in ("", out_trade_no):
+            log.warning("ALERT alipay %s %s: the answer is for another out_trade_no",
+                        method, out_trade_no)
+            return Unknown(f"{method}: the answer is for another out_trade_no")
+        return answer
+
+
+# --- answers -> results ------------------------------------------------------------------
+
+
+def _subject(subject: str) -> str:
+    """Control characters replaced (they would be escaped differently), cut to 256."""
+    text = "".join(ch if ch.isprintable() else " " for ch in subject).strip() or "POS"
+    return text[:SUBJECT_MAX]
+
+
+def _text(value: str, limit: int = 120) -> str:
+    """Channel text made safe to show and log: one line, bounded."""
+    return " ".join(value.split())[:limit]
+
+
+def _describe(answer: wire.Answer) -> str:
+    """``code sub_code sub_msg`` for a message. For isv.invalid-signature the gateway appends
+    its string-to-sign (``网关生成的验签字符串为：app_id=...``), which holds the payment code:
+    it is cut off, as posd never logs a string-to-sign."""
+    message = _STRING_TO_SIGN.sub(" (string-to-sign withheld)",
+                                  answer.text("sub_msg") or answer.text("msg"))
+    parts = (answer.text("code"), answer.text("sub_code"), message)
+    return _text(" ".join(p for p in parts if p)) or "no code given"
+
+
+def _paid(answer: wire.Answer, method: str) -> ChannelResult:
+    """A success must name Alipay's trade_no and the amount (yuan, two decimals)."""
+    trade_no, total = answer.text("trade_no"), answer.text("total_amount")
+    try:
+        amount = parse_yuan(total)
+    except AmountError:
+        return Unknown(f"{method}: success without a valid total_amount")
+    if not trade_no:
+        return Unknown(f"{method}: success without trade_no")
+    return Paid(trade_no, amount)
+
+
+def _by_sub_code(table: Mapping[str, ChannelResult], answer: wire.Answer,
+                 method: str) -> ChannelResult:
+    known = table.get(answer.text("sub_code"))
+    if known is None:
+        return Unknown(f"{method}: {_describe(answer)}")
+    return _with_text(known, answer.text("sub_msg"))
+
+
+def _common(answer: _Reply, method: str) -> ChannelResult | wire.Answer:
+    """What every method treats alike: no answer, system errors, an unknown code."""
+    if isinstance(answer, Unknown):
+        return answer
+    if isinstance(answer, _Rejected):
+        return Unknown(f"{method}: request not accepted: {answer.message}")
+    code, sub_code = answer.text("code"), answer.text("sub_code")
+    if code == "20000" or sub_code in codes.SYSTEM_ERRORS:
+        return Unknown(f"{method}: {_describe(answer)}: outcome unknown")
+    if code not in ("10000", "10003", "40004"):
+        return Unknown(f"{method}: unexpected code: {_describe(answer)}")
+    return answer
+
+
+def _pay_result(reply: _Reply) -> ChannelResult:
+    if isinstance(reply, _Rejected):
+        return Declined("GATEWAY_REFUSED", f"{codes.MISCONFIGURED} (支付宝: {reply.message})")
+    answer = _common(reply, PAY)
+    if not isinstance(answer, wire.Answer):
+        return answer
+    match answer.text("code"):
+        case "10000":
+            return _paid(answer, PAY)
+        case "10003":  # trade created, the customer is confirming (password)
+            return Pending(f"10003 {_text(answer.text('msg'))}".strip())
+        case _:
+            return _by_sub_code(codes.PAY_SUB_CODES, answer, PAY)
+
+
+def _query_result(reply: _Reply) -> ChannelResult:
+    answer = _common(reply, QUERY)
+    if not isinstance(answer, wire.Answer):
+        return answer
+    if answer.text("code") == "40004":
+        return _by_sub_code(codes.QUERY_SUB_CODES, answer, QUERY)
+    status = answer.text("trade_status")
+    if answer.text("code") != "10000":
+        return Unknown(f"{QUERY}: unexpected code: {_describe(answer)}")
+    if status in ("TRADE_SUCCESS", "TRADE_FINISHED"):
+        return _paid(answer, QUERY)
+    known = codes.TRADE_STATUSES.get(status)
+    return known if known is not None else Unknown(f"{QUERY}: trade_status {_text(status)!r}")
+
+
+def _cancel_result(reply: _Reply) -> ChannelResult | None:
+    """The cancel's result; None for code 10000 without ``action`` (see Alipay.reverse)."""
+    if isinstance(reply, _Rejected):
+        return Refused("GATEWAY_REFUSED", f"{codes.CANCEL_REFUSED}: not accepted ({reply.message})")
+    if isinstance(reply, wire.Answer) and reply.text("retry_flag") == "Y":
+        # retry_flag=Y wins over everything: Alipay's rule is "cancel again" (§2.9, §2.12).
+        return Pending(f"retry_flag=Y: {_describe(reply)}")
+    answer = _common(reply, CANCEL)
+    if not isinstance(answer, wire.Answer):
+        return answer
+    if answer.text("code") != "10000":
+        return _by_sub_code(codes.CANCEL_SUB_CODES, answer, CANCEL)
+    match answer.text("action"):
+        case "close":
+            return Closed("action=close", refunded=False)
+        case "refund":
+            return Closed("action=refund", refunded=True)
+        case "":
+            return None
+        case other:
+            return Unknown(f"{CANCEL}: unknown action {_text(other)!r}")
+
+
+def _with_text(result: ChannelResult, text: str) -> ChannelResult:
+    """Append Alipay's own sub_msg (often Chinese) to a table entry's message/detail."""
+    if not (text := _text(text)):
+        return result
+    if isinstance(result, Declined | Refused):
+        return replace(result, message=f"{result.message} (支付宝: {text})")
+    if isinstance(result, Unknown | Pending | NotFound | Closed):
+        return replace(result, detail=f"{result.detail}: {text}")
+    return result
+
+
+def _hide(reply: _Reply, auth_code: str) -> _Reply:
+    """Mask the payment code wherever the channel's text might echo it, before any mapping."""
+    if not auth_code or isinstance(reply, Unknown):  # Unknown details hold no channel text
+        return reply
+    hidden = mask(auth_code)
+    if isinstance(reply, _Rejected):
+        return _Rejected(reply.message.replace(auth_code, hidden))
+    fields = {k: v.replace(auth_code, hidden) if isinstance(v, str) else v
+              for k, v in reply.fields.items()}
+    return replace(reply, fields=fields)

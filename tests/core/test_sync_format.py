@@ -1,0 +1,75 @@
+# SPDX-License-Identifier: MIT
+"""docs/hq-sync.schema.json describes the records the terminal really sends, and refuses
+what the receiver refuses."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from posd.hq import protocol
+from posd.money import Fen
+from posd.report import daily_report
+from posd.sale import Sale, State
+from posd.store import OutboxRow, sale_record
+from posd.sync import encode_batch, summary_payload
+
+ROOT = Path(__file__).parents[2]
+T0 = 1_714_554_000.0
+
+
+@pytest.fixture(scope="module")
+def schema() -> Draft202012Validator:
+    text = (ROOT / "docs" / "hq-sync.schema.json").read_text(encoding="utf-8")
+    Draft202012Validator.check_schema(json.loads(text))
+    return Draft202012Validator(json.loads(text))
+
+
+def _sales() -> list[Sale]:
+    states = [State.PAID, State.DECLINED, State.REVERSED, State.NEEDS_ATTENTION,
+              State.CANCELLED]
+    return [Sale(out_trade_no=f"S001T01240501090000{n:06d}", amount=Fen(100 * n),
+                 created_at=T0 + n, updated_at=T0 + n + 2, state=state, id=n,
+                 channel=None if state is State.CANCELLED else "wechat",
+                 auth_code_masked="1345...0001", paid_at=T0 + n if state is State.PAID else None,
+                 decline_code="NOTENOUGH" if state is State.DECLINED else None)
+            for n, state in enumerate(states, 1)]
+
+
+def _batch() -> dict[str, object]:
+    sales = _sales()
+    rows = [OutboxRow(n, n, f"sale:{s.out_trade_no}:{s.state.value}", "sale",
+                      json.dumps(sale_record(s)), int(s.amount), s.updated_at, None, None, None)
+            for n, s in enumerate(sales, 1)]
+    summary = summary_payload(daily_report(date(2024, 5, 1), sales), T0 + 86400)
+    rows.append(OutboxRow(9, 9, "daily:2024-05-01", "daily_summary", json.dumps(summary), 0,
+                          T0 + 86400, None, None, None))
+    return json.loads(encode_batch("S001", "T01", rows, UTC))
+
+
+def test_what_the_terminal_sends_is_valid(schema: Draft202012Validator) -> None:
+    batch = _batch()
+    errors = [e.message for e in schema.iter_errors(batch)]
+    assert errors == []
+    assert {r["type"] for r in batch["records"]} == {"sale", "daily_summary"}  # type: ignore[index, union-attr]
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("seq",), 0), (("day",), "1 May"), (("type",), "refund"), (("version",), 2),
+    (("sale", "amount"), 1.5), (("sale", "amount"), -5), (("sale", "state"), "paying"),
+    (("sale", "out_trade_no"), "has space"),
+])
+def test_schema_and_receiver_refuse_the_same_records(schema: Draft202012Validator,
+                                                     path: tuple[str, ...], value: object) -> None:
+    batch = _batch()
+    record = batch["records"][0]  # type: ignore[index]
+    target = record
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    assert not schema.is_valid(batch)
+    assert isinstance(protocol.check_record(record), protocol.Rejected)
