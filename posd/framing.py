@@ -138,10 +138,18 @@ class KeyFramer:
         return dropped
 
     def lost(self, reason: str) -> Dropped | None:
-        """Events were lost (SYN_DROPPED) or the device went away: drop any partial code."""
+        """The device went away: drop any partial code; the next device starts afresh."""
         self._held.clear()
         self._overflow = False
         return self._drop(reason)
+
+    def overrun(self, reason: str) -> Dropped | None:
+        """The kernel lost events (SYN_DROPPED): drop the partial code and the rest of it, up
+        to its terminator (or a key gap) -- what follows the hole is a truncated code."""
+        self._held.clear()
+        dropped = self._drop(reason)
+        self._overflow = True
+        return dropped
 
     def _char(self, key: int) -> str | None:
         if self._held & COMMAND_KEYS:
@@ -162,7 +170,7 @@ class KeyFramer:
         return Code(text, at) if text and not overflow else None
 
     def _overflowed(self) -> Dropped | None:
-        """Runaway input: drop it and everything up to the next terminator."""
+        """Runaway input: drop it and everything up to the next terminator (or key gap)."""
         self._overflow = True
         return self._drop(f"longer than {self._max} characters")
 

@@ -133,6 +133,10 @@ class Backoff:
     def reset(self) -> None:
         self._attempts = 0
 
+    @property
+    def longest(self) -> float:
+        return self._delays[-1]
+
 
 class DeviceReader:
     """One device, one thread: open, pump until it fails, close, back off, open again.
@@ -251,7 +255,7 @@ class DeviceReader:
         self._set(connected=False, grabbed=False, last_error=error)
         if not repeated:  # once per new problem, not every retry
             log.warning("%s: %s (retrying every %g s at most)", self.label, error,
-                        RETRY_DELAYS_S[-1])
+                        self._backoff.longest)
 
     def _set(self, **changes: Any) -> None:
         with self._changed:
@@ -377,7 +381,7 @@ class HidScanner(DeviceReader):
         if event.type == EV_KEY:
             return self._framer.feed(event.code, event.value, event.timestamp())
         if event.type == EV_SYN and event.code == SYN_DROPPED:
-            return self._framer.lost("the kernel dropped input events (buffer overrun)")
+            return self._framer.overrun("the kernel dropped input events (buffer overrun)")
         return None
 
     def _close(self, device: KeyDevice) -> None:

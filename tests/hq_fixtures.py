@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 import requests
 
+from posd.hq.client import HqClient
 from posd.hq.server import HqServer, Secrets, open_storage
 from posd.hq.storage import Storage
 from posd.money import Fen
 from posd.sale import Sale, State, make_out_trade_no
 from posd.store import Store, sale_record
-from posd.sync import HqClient, Syncer
+from posd.sync import Syncer
 
 TOKEN = "hq-test-token-0123456789abcdef"
 #: 2024-05-01 09:00 UTC; the tests' store keeps UTC days.
@@ -176,8 +177,9 @@ def hq_counts(hq: Hq) -> dict[str, int]:
         import psycopg
 
         with psycopg.connect(hq.db) as conn:
-            return {t: int(conn.execute(f"select count(*) from {t}").fetchone()[0])  # type: ignore[index, arg-type]
-                    for t in ("records", "sales")}
+            counts = {t: conn.execute(f"select count(*) from {t}").fetchone()  # type: ignore[arg-type]
+                      for t in ("records", "sales")}
+            return {t: int(row[0]) for t, row in counts.items() if row is not None}
     conn = sqlite3.connect(hq.db)
     try:
         return {t: conn.execute(f"select count(*) from {t}").fetchone()[0]

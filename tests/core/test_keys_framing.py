@@ -145,6 +145,16 @@ def test_enter_alone_is_nothing_and_runaway_input_is_dropped() -> None:
     assert type_text(framer, "1234", at=2.0) == [Code("1234", 2.016)]
 
 
+def test_an_overrun_drops_the_rest_of_the_code_too() -> None:
+    framer = KeyFramer(key_gap_s=GAP)
+    press(framer, KEY_OF["1"], 0.0)
+    assert framer.overrun("events lost") == Dropped("events lost", 1)
+    assert type_text(framer, "2345", at=0.01) == []  # the code's tail, then its Enter
+    assert type_text(framer, "99", at=0.05) == [Code("99", 0.058)]
+    framer.overrun("events lost, nothing pending")
+    assert type_text(framer, "77", at=1.0) == [Code("77", 1.008)]  # after a key gap
+
+
 def test_lost_events_drop_the_partial_code_and_release_shift() -> None:
     framer = KeyFramer()
     framer.feed(KEY_LEFTSHIFT, KEY_DOWN, 0.0)

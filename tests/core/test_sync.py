@@ -10,21 +10,14 @@ from datetime import UTC, date, timedelta, timezone
 import pytest
 
 from posd.hq import protocol
+from posd.hq.client import HqProtocolError, business_day, encode_batch, settle, wire_record
 from posd.hq.server import answer
 from posd.hq.storage import StateRow, day_totals, latest_sales, unique_records
 from posd.money import Fen
 from posd.report import daily_report
 from posd.sale import Sale, State
 from posd.store import OutboxRow, sale_record
-from posd.sync import (
-    HqProtocolError,
-    backoff_s,
-    business_day,
-    encode_batch,
-    settle,
-    summary_payload,
-    wire_record,
-)
+from posd.sync import backoff_s, summary_payload
 
 T0 = 1_714_582_800.0  # 2024-05-01 17:00 UTC = 2024-05-02 01:00 in UTC+8
 

@@ -15,20 +15,20 @@ from pathlib import Path
 import pytest
 
 from posd.hq import protocol
+from posd.hq.client import HqUnavailable, encode_batch
 from posd.sale import State
 from posd.store import Store
-from posd.sync import HqUnavailable, encode_batch
 from tests.hq_fixtures import (
     STORE,
     TERMINAL,
     TOKEN,
     Hq,
+    Receiver,
     bulk_outbox,
     final_sale,
     hq,
     hq_counts,
     hq_db,
-    Receiver,
     make_syncer,
     start_hq,
     store,

@@ -12,15 +12,14 @@ import pytest
 import requests
 
 from posd.hq import protocol
+from posd.hq.client import HqAuthError, HqUnavailable, PushResult, encode_batch
 from posd.sale import State
 from posd.store import Store
-from posd.sync import HqAuthError, HqUnavailable, PushResult, encode_batch
 from tests.hq_fixtures import (
     DAY,
     STORE,
     T0,
     TERMINAL,
-    TOKEN,
     Hq,
     add_sales,
     final_sale,

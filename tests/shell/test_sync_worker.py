@@ -12,6 +12,7 @@ from posd.sale import State
 from posd.store import Store
 from posd.sync import SyncWorker
 from tests.hq_fixtures import (
+    T0,
     Hq,
     add_sales,
     final_sale,
@@ -21,7 +22,6 @@ from tests.hq_fixtures import (
     make_syncer,
     start_hq,
     store,
-    T0,
 )
 
 __all__ = ["hq", "hq_db", "store"]  # fixtures
