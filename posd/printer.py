@@ -231,7 +231,7 @@ def _escpos(config: PrinterConfig) -> EscposPrinter:
                              _read_socket, f"network {config.host}:{config.port}")
     if kind == "usb":
         if not Usb.is_usable():
-            raise ConfigError("printer.kind: 'usb' needs pyusb: pip install 'python-escpos[usb]'")
+            raise ConfigError("printer.kind: 'usb' needs pyusb: pip install 'posd[usb]' (and libusb)")
         return EscposPrinter(config, lambda: Usb(
             config.usb_vendor_id, config.usb_product_id, timeout=int(config.timeout_s * 1000),
             in_ep=config.usb_in_ep, out_ep=config.usb_out_ep, profile=profile),
