@@ -28,12 +28,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from http import HTTPStatus
 from typing import ClassVar, Final
 from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from posd.channels import alipay_codes as codes
 from posd.channels import alipay_wire as wire
@@ -209,21 +207,11 @@ class Alipay:
     def _post(self, method: str, query: str, body: bytes) -> bytes | Unknown:
         url = self._config.gateway_url
         url += ("&" if "?" in url else "?") + query
-        try:
-            with self._session.post(
-                url,
-                data=body,
-                headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
-                timeout=self._timeout,
-                verify=self._verify,
-                stream=True,
-                allow_redirects=False,
-            ) as response:
-                if response.status_code != HTTPStatus.OK:
-                    return Unknown(f"{method}: HTTP {response.status_code}")
-                return transport.read_bounded(response, wire.MAX_BODY, method)
-        except (OSError, Urllib3Error) as err:  # requests.RequestException is an OSError
-            return transport.failure(method, err)
+        return transport.post(
+            self._session, url, body,
+            content_type="application/x-www-form-urlencoded;charset=utf-8",
+            timeout=self._timeout, verify=self._verify, limit=wire.MAX_BODY, what=method,
+        )
 
     def _check(self, method: str, raw: bytes, out_trade_no: str) -> _Reply:
         """Parse and authenticate an answer; see the module docstring for the rules."""

@@ -11,11 +11,13 @@ a read timeout, a reset or close after sending, anything else is ``may_have_arri
 from __future__ import annotations
 
 import ssl
+from http import HTTPStatus
 from typing import Final
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util.retry import Retry
 
 from posd.sale import Unknown
@@ -39,6 +41,38 @@ def session() -> requests.Session:
     http.mount("https://", adapter)
     http.mount("http://", adapter)
     return http
+
+
+def post(
+    session: requests.Session,
+    url: str,
+    body: bytes,
+    *,
+    content_type: str,
+    timeout: tuple[float, float],
+    verify: str | bool,
+    limit: int,
+    what: str,
+    cert: tuple[str, str] | None = None,
+) -> bytes | Unknown:
+    """POST once (no retries, no redirects) and return the body of a 200, at most ``limit``
+    bytes; anything else is Unknown, classified by :func:`failure`'s urllib3 rule."""
+    try:
+        with session.post(
+            url,
+            data=body,
+            headers={"Content-Type": content_type},
+            timeout=timeout,
+            verify=verify,
+            cert=cert,
+            stream=True,
+            allow_redirects=False,
+        ) as response:
+            if response.status_code != HTTPStatus.OK:
+                return Unknown(f"{what}: HTTP {response.status_code}")
+            return read_bounded(response, limit, what)
+    except (OSError, Urllib3Error) as err:  # requests.RequestException is an OSError
+        return failure(what, err)
 
 
 def read_bounded(response: requests.Response, limit: int, what: str) -> bytes | Unknown:

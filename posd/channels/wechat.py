@@ -23,10 +23,8 @@ import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from http import HTTPStatus
 from typing import ClassVar, Final
 
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from posd.channels import transport
 from posd.channels import wechat_wire as wire
@@ -237,23 +235,12 @@ class WechatPay:
         return self._check(path, raw, out_trade_no)
 
     def _post(self, path: str, body: bytes) -> bytes | Unknown:
-        cert = self._cert if path.startswith("/secapi/") else None
-        try:
-            with self._session.post(
-                self._config.base_url + path,
-                data=body,
-                headers={"Content-Type": "text/xml; charset=utf-8"},
-                timeout=self._timeout,
-                verify=self._verify,
-                cert=cert,
-                stream=True,
-                allow_redirects=False,
-            ) as response:
-                if response.status_code != HTTPStatus.OK:
-                    return Unknown(f"{path}: HTTP {response.status_code}")
-                return transport.read_bounded(response, wire.MAX_BODY, path)
-        except (OSError, Urllib3Error) as err:  # requests.RequestException is an OSError
-            return transport.failure(path, err)
+        return transport.post(
+            self._session, self._config.base_url + path, body,
+            content_type="text/xml; charset=utf-8", timeout=self._timeout,
+            verify=self._verify, limit=wire.MAX_BODY, what=path,
+            cert=self._cert if path.startswith("/secapi/") else None,  # mutual TLS
+        )
 
     def _check(self, path: str, raw: bytes, out_trade_no: str) -> _Answer:
         """Parse and authenticate an answer; see the module docstring for the rules."""
