@@ -28,7 +28,7 @@ from posd.channels import Channel
 from posd.codes import CHANNEL_LABELS, DoubleReadFilter, mask, route
 from posd.config import Config
 from posd.errors import CodeError, InputError, StoreError, UnavailableError
-from posd.money import Fen, check_fen
+from posd.money import check_fen
 from posd.sale import Action, ChannelResult, Policy, Sale, State
 from posd.store import Store
 
