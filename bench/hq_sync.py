@@ -117,15 +117,19 @@ def main() -> None:
     print(f"command: {command_line()}")
     if cluster is None and not args.no_postgres:
         print("PostgreSQL not installed: SQLite receiver only")
+    report(runs, args.records, args.batch)
+
+
+def report(runs: list[Run], records: int, batch: int) -> None:
     rows = [[r.database, str(r.batch), f"{r.records:,}", f"{r.seconds:.2f}", f"{r.rate:,.0f}"]
             for r in runs]
     print(table(["receiver database", "records/request", "records", "seconds", "records/s"],
                 rows))
-    if args.records < 100_000:
+    if records < 100_000:
         print("target: >= 10,000 records/s for a 100,000-record backlog "
               "(no verdict on a smaller run)")
         return
-    rates = [r.rate for r in runs if r.batch == args.batch]
+    rates = [r.rate for r in runs if r.batch == batch]
     verdict = "met" if min(rates) >= 10_000 else "NOT met"
     print(f"target: >= 10,000 records/s for the 100,000-record backlog: {verdict}")
 

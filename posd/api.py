@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from posd import __version__
 from posd.engine import Engine
+from posd.listen import listen_socket
 from posd.errors import (
     ConfigError,
     ConflictError,
@@ -578,12 +579,9 @@ class ApiServer:
 
     def start(self, timeout: float = 10.0) -> None:
         """Listen, serve in a thread, and return once uvicorn is accepting connections."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        try:
-            self._socket = socket.create_server((self.host, self._asked_port), family=family)
-        except OSError as err:
-            raise OSError(err.errno, f"cannot listen on {self.host}:{self._asked_port}: "
-                          f"{err.strerror or err}") from err
+        # TCP_NODELAY on every answer: listen_socket() says why (a register's long-polls
+        # and requests would otherwise wait ~40 ms each for delayed ACKs).
+        self._socket = listen_socket(self.host, self._asked_port)
         sockets: Sequence[socket.socket] = [self._socket]
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": sockets},
                                         name="posd-api", daemon=True)
