@@ -48,7 +48,14 @@ from posd.hq.client import (
     settle,
 )
 from posd.money import Fen, format_yuan
-from posd.report import BUCKETS, ChannelTotals, DailyReport, daily_report, day_bounds
+from posd.report import (
+    BUCKETS,
+    ChannelTotals,
+    DailyReport,
+    business_day,
+    daily_report,
+    day_bounds,
+)
 from posd.sale import Sale
 from posd.store import OutboxRow, Store
 
@@ -97,7 +104,8 @@ class Syncer:
 
     def __init__(self, store: Store, client: HqClient, *, store_id: str, terminal_id: str,
                  batch_size: int = 500, keep_acked_s: float = 30 * 86400.0,
-                 tz: tzinfo | None = None, clock: Callable[[], float] = time.time) -> None:
+                 tz: tzinfo | None = None, cutoff_hour: int = 0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.client = client
         self.store_id = store_id
@@ -105,6 +113,7 @@ class Syncer:
         self.batch_size = batch_size
         self.keep_acked_s = keep_acked_s
         self.tz = tz
+        self.cutoff_hour = cutoff_hour  # business days as the Z-report has them
         self.clock = clock
 
     @classmethod
@@ -118,7 +127,8 @@ class Syncer:
         client = HqClient(hq.url, token, key, ca_file=str(hq.ca_file) if hq.ca_file else None,
                           timeout=(hq.connect_timeout_s, hq.read_timeout_s))
         return cls(store, client, store_id=config.store.id, terminal_id=config.store.terminal_id,
-                   batch_size=hq.batch_size, keep_acked_s=hq.keep_acked_days * 86400.0)
+                   batch_size=hq.batch_size, keep_acked_s=hq.keep_acked_days * 86400.0,
+                   cutoff_hour=config.report.business_day_cutoff_hour)
 
     def push_once(self) -> PushResult:
         """Send the oldest unsent batch and settle HQ's answer. An empty result: nothing to send."""
@@ -152,7 +162,9 @@ class Syncer:
         return total
 
     def _encode(self, rows: Sequence[OutboxRow]) -> bytes:
-        return encode_batch(self.store_id, self.terminal_id, rows, self.tz) if rows else b""
+        if not rows:
+            return b""
+        return encode_batch(self.store_id, self.terminal_id, rows, self.tz, self.cutoff_hour)
 
     def _settle(self, rows: Sequence[OutboxRow], answer: object) -> PushResult:
         settled = settle(rows, answer)
@@ -166,11 +178,11 @@ class Syncer:
     def enqueue_summaries(self) -> int:
         """Add a daily summary for each closed day of the last week that has none."""
         now = self.clock()
-        today = datetime.fromtimestamp(now, self.tz).date()
+        today = business_day(now, self.tz, self.cutoff_hour)
         added = 0
         for back in range(1, SUMMARY_LOOKBACK_DAYS + 1):
             day = today - timedelta(days=back)
-            since, until = day_bounds(day, self.tz)
+            since, until = day_bounds(day, self.tz, self.cutoff_hour)
             sales = self.store.find(since=since, until=until)
             if not sales or (back < 2 and not all(s.final for s in sales)):
                 continue

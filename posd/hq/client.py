@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 
 import requests
 
 from posd.errors import PosdError
 from posd.hq import protocol
+from posd.report import business_day
 from posd.store import OutboxRow
 
 
@@ -46,12 +47,7 @@ class HqProtocolError(SyncError):
     exit_code = 76  # EX_PROTOCOL
 
 
-def business_day(at: float, tz: tzinfo | None) -> str:
-    """The store's day (YYYY-MM-DD) of epoch ``at`` in ``tz`` (None: local), as the Z-report."""
-    return datetime.fromtimestamp(at, tz).date().isoformat()
-
-
-def wire_record(row: OutboxRow, tz: tzinfo | None) -> str:
+def wire_record(row: OutboxRow, tz: tzinfo | None, cutoff_hour: int = 0) -> str:
     """An outbox row as sent (JSON text): the envelope (record_id, seq, day), then the
     stored payload's fields.
 
@@ -62,7 +58,8 @@ def wire_record(row: OutboxRow, tz: tzinfo | None) -> str:
     if payload.get("type") == "daily_summary":
         day = payload["summary"]["day"]
     else:
-        day = business_day(payload["sale"]["created_at"], tz)
+        # The same business day as the Z-report (report.business_day_cutoff_hour).
+        day = business_day(payload["sale"]["created_at"], tz, cutoff_hour).isoformat()
     head = json.dumps({"record_id": row.record_id, "seq": row.seq, "day": day},
                       ensure_ascii=False, separators=(",", ":"))
     rest = row.payload.strip()[1:]  # the payload object without its "{"
@@ -70,10 +67,10 @@ def wire_record(row: OutboxRow, tz: tzinfo | None) -> str:
 
 
 def encode_batch(store_id: str, terminal_id: str, rows: Sequence[OutboxRow],
-                 tz: tzinfo | None) -> bytes:
+                 tz: tzinfo | None, cutoff_hour: int = 0) -> bytes:
     head = json.dumps({"protocol": protocol.PROTOCOL, "store_id": store_id,
                        "terminal_id": terminal_id}, separators=(",", ":"))
-    records = ",".join(wire_record(row, tz) for row in rows)
+    records = ",".join(wire_record(row, tz, cutoff_hour) for row in rows)
     return f'{head[:-1]},"records":[{records}]}}'.encode()
 
 

@@ -10,7 +10,8 @@ from datetime import UTC, date, timedelta, timezone
 import pytest
 
 from posd.hq import protocol
-from posd.hq.client import HqProtocolError, business_day, encode_batch, settle, wire_record
+from posd.hq.client import HqProtocolError, encode_batch, settle, wire_record
+from posd.report import business_day
 from posd.hq.server import answer
 from posd.hq.storage import StateRow, day_totals, latest_sales, unique_records
 from posd.money import Fen
@@ -49,8 +50,8 @@ def test_backoff_never_shrinks_as_failures_grow() -> None:
 
 
 def test_the_business_day_is_the_stores() -> None:
-    assert business_day(T0, UTC) == "2024-05-01"
-    assert business_day(T0, timezone(timedelta(hours=8))) == "2024-05-02"
+    assert business_day(T0, UTC).isoformat() == "2024-05-01"
+    assert business_day(T0, timezone(timedelta(hours=8))).isoformat() == "2024-05-02"
 
 
 def test_a_wire_record_is_the_envelope_then_the_stored_payload() -> None:

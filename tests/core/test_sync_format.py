@@ -5,6 +5,7 @@ what the receiver refuses."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, date
 from pathlib import Path
 
@@ -76,3 +77,15 @@ def test_schema_and_receiver_refuse_the_same_records(schema: Draft202012Validato
     target[path[-1]] = value
     assert not schema.is_valid(batch)
     assert isinstance(protocol.check_record(record), protocol.Rejected)
+
+
+def test_records_carry_the_z_reports_business_day() -> None:
+    """With a 04:00 cut-off, a sale made at 02:00 belongs to the day before, at HQ too."""
+    sale = _sales()[0]
+    at_two = replace(sale, created_at=1_714_528_800.0)  # 2024-05-01 02:00 UTC
+    row = OutboxRow(1, 1, "sale:x:paid", "sale", json.dumps(sale_record(at_two)), 100,
+                    at_two.updated_at, None, None, None)
+    calendar = json.loads(encode_batch("S001", "T01", [row], UTC))
+    business = json.loads(encode_batch("S001", "T01", [row], UTC, cutoff_hour=4))
+    assert calendar["records"][0]["day"] == "2024-05-01"
+    assert business["records"][0]["day"] == "2024-04-30"
