@@ -246,7 +246,13 @@ class Engine:
         a scan while another sale is in flight.
         """
         masked = mask(code)
-        outcome = self._take_scan(code, read_at)
+        try:
+            outcome = self._take_scan(code, read_at)
+        except StoreError as err:
+            # The database is unusable: refuse the scan and stop the daemon (systemd restarts
+            # it and recovery resumes from what was committed), as a sale worker does.
+            self._fail(err)
+            outcome = ScanOutcome(False, "posd cannot record sales right now; scan again shortly")
         outcome = replace(outcome, code_masked=masked)
         self._last_scan = {"code": masked, "source": source, "accepted": outcome.accepted,
                            "reason": outcome.reason, "at": self._clock()}
@@ -301,9 +307,8 @@ class Engine:
         except StoreError as err:
             # Cannot commit: stop. The daemon exits non-zero, systemd restarts it, and
             # start-up recovery resumes the sale from what was committed.
-            self.fatal_reason = str(err)
             log.critical("sale %d: %s", sale_id, err)
-            self.fatal.set()
+            self._fail(err)
         finally:
             with self._cond:
                 if self._workers.get(sale_id, (None,))[0] is threading.current_thread():
@@ -369,6 +374,10 @@ class Engine:
                 listener(sale)
             except Exception:  # noqa: BLE001 - a display or printer must never stop a sale
                 log.exception("listener failed for sale %d", sale.id)
+
+    def _fail(self, err: StoreError) -> None:
+        self.fatal_reason = str(err)
+        self.fatal.set()
 
     def _refuse_if_stopping(self) -> None:
         if self._stopping.is_set():

@@ -384,3 +384,12 @@ def test_stop_lets_the_request_on_the_wire_finish(h: Harness, sim: Simulator,
     assert h.settle(sale.id).state is State.PAID
     assert engine is h.engine
 
+
+
+def test_a_scan_with_the_database_gone_stops_the_daemon_not_the_reader(h: Harness) -> None:
+    h.engine.create_sale(100)
+    h.store.close()  # the database becomes unusable under the engine
+    outcome = h.engine.scan(code("0000"), time.monotonic())
+    assert not outcome.accepted and "cannot record" in outcome.reason
+    assert h.engine.fatal.is_set()
+    h.store = Store.open(h.cfg.database.path)
