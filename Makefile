@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/confirm_delay.py
 	$(BIN)/python bench/hq_sync.py
 	$(BIN)/python bench/z_report.py
+	$(BIN)/python bench/idle.py
 
 clean:
 	rm -rf $(VENV) posd-demo .pytest_cache

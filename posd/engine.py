@@ -95,6 +95,7 @@ class Engine:
         self._stopping = threading.Event()
         self.fatal = threading.Event()
         self.fatal_reason = ""
+        self._fatal_listeners: list[Callable[[], None]] = []
         self._listeners: list[Listener] = []
         self._health_probes: dict[str, Callable[[], dict[str, Any]]] = {}
         self._double_reads = DoubleReadFilter(config.payment.debounce_s)
@@ -375,9 +376,15 @@ class Engine:
             except Exception:  # noqa: BLE001 - a display or printer must never stop a sale
                 log.exception("listener failed for sale %d", sale.id)
 
+    def add_fatal_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (once, from the failing thread) when the engine must stop."""
+        self._fatal_listeners.append(listener)
+
     def _fail(self, err: StoreError) -> None:
         self.fatal_reason = str(err)
         self.fatal.set()
+        for listener in self._fatal_listeners:
+            listener()
 
     def _refuse_if_stopping(self) -> None:
         if self._stopping.is_set():

@@ -26,8 +26,11 @@ ROOT = Path(__file__).parents[2]
         (["confirm_delay.py", "--quick", "--intervals", "2.5,0.8,1"],
          ["posd default", "Alipay F2F demo (5 s x 5)", "--intervals #1", "queries mean",
           "(no verdict on a scaled run)"]),
+        (["idle.py", "--quick"],
+         ["posd run: ready (exec -> /v1/health 200)", "posd run: RSS when idle",
+          "baseline: python importing the stack, RSS"]),
     ],
-    ids=["scan_latency", "scan_latency-http", "confirm_delay"],
+    ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle"],
 )
 def test_bench_script_runs_and_prints_its_table(command: list[str], expected: list[str]) -> None:
     script, *args = command
