@@ -16,6 +16,7 @@ and carry their documentation into /openapi.json; splitting them off would scatt
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -29,6 +30,7 @@ from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, Security
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
@@ -86,6 +88,8 @@ class SaleRequest(BaseModel):
         default=None, examples=["R-20240501-0042"],
         description="The register's order (1-64 characters). An order has at most one paid "
         "sale and at most one unresolved sale at a time.",
+        # Documented, checked by the engine (its sentence, not pydantic's, reaches the client).
+        json_schema_extra={"minLength": 1, "maxLength": 64},
     )
     auth_code: str | None = Field(
         default=None, examples=["134567890123450001"],
@@ -189,11 +193,18 @@ class ErrorOut(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body could not be read (not UTF-8 JSON)"},
     401: {"model": ErrorOut, "description": "Missing or wrong bearer token"},
     404: {"model": ErrorOut, "description": "No such sale"},
     422: {"model": ErrorOut, "description": "Bad input (amount, payment code, date, ...)"},
+    413: {"model": ErrorOut, "description": f"Request body over {MAX_BODY_BYTES} bytes"},
     503: {"model": ErrorOut, "description": "posd is shutting down or its database is unusable"},
 }
+
+#: A sale id: SQLite's integer range (a larger number is not an id, and would overflow).
+SaleId = Annotated[int, PathParam(ge=0, le=2**63 - 1, description="the sale's id")]
+#: ``date`` query parameters; parse_day() checks them with a sentence of its own.
+_DAY_FORMAT = {"format": "date"}
 
 
 # --- conversions -------------------------------------------------------------------------
@@ -413,7 +424,7 @@ class _Routes:
 
     def get_sale(
         self,
-        sale_id: int,
+        sale_id: SaleId,
         wait: Annotated[float | None, Query(
             ge=0, description=f"long-poll up to this many seconds (at most {MAX_WAIT_S:g}) "
             "for the state to change")] = None,
@@ -431,7 +442,7 @@ class _Routes:
         self,
         order_ref: str | None = None,
         day: Annotated[str | None, Query(
-            alias="date", examples=["2024-05-01"],
+            alias="date", examples=["2024-05-01"], json_schema_extra=_DAY_FORMAT,
             description="YYYY-MM-DD, the store's local day of created_at. Default: every day "
             "when order_ref is given, else today.")] = None,
     ) -> SaleList:
@@ -442,7 +453,7 @@ class _Routes:
         sales = self.engine.list_sales(order_ref=order_ref, since=since, until=until)
         return SaleList(sales=[sale_out(s, self.tz) for s in sales])
 
-    def cancel_sale(self, sale_id: int) -> SaleOut:
+    def cancel_sale(self, sale_id: SaleId) -> SaleOut:
         """Cashier cancel: awaiting_code -> cancelled; in flight -> reversing.
 
         409 when the sale is paid (cancel does not refund) or needs a person's attention.
@@ -456,6 +467,7 @@ class _Routes:
     def report_daily(
         self,
         day: Annotated[str | None, Query(alias="date", examples=["2024-05-01"],
+                                         json_schema_extra=_DAY_FORMAT,
                                          description="YYYY-MM-DD; default today")] = None,
     ) -> DailyReportOut:
         """The Z-report of one day: per channel counts and totals (fen), net, open issues."""
@@ -548,6 +560,15 @@ class _Server(uvicorn.Server):
         # outside the main thread already; this keeps it so if we are ever run there.
         yield
 
+    async def main_loop(self) -> None:
+        """uvicorn wakes every 0.1 s to notice ``should_exit``; once a second is enough for
+        an idle till (the Date header has one-second resolution anyway): stop() takes up to
+        1 s longer, and the idle daemon wakes 10 times less often."""
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000  # on_tick refreshes the Date header at 0 mod 10
+            await asyncio.sleep(1.0)
+
 
 class ApiServer:
     """Serve an ASGI app with uvicorn in a daemon thread.
@@ -556,12 +577,16 @@ class ApiServer:
     raises OSError there; ``port`` is then the real port (useful when 0 was asked).
     """
 
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, *,
+                 tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certificate file, private key file) to serve HTTPS."""
         self.host = host
         self._asked_port = port
+        self._scheme = "https" if tls else "http"
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=3,
-                                server_header=False)
+                                server_header=False, ssl_certfile=tls[0] if tls else None,
+                                ssl_keyfile=tls[1] if tls else None)
         self._server = _Server(config)
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -575,10 +600,18 @@ class ApiServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self._scheme}://{host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         """Listen, serve in a thread, and return once uvicorn is accepting connections."""
+        if self._scheme == "https":
+            # Here, not in the server thread, so that a bad certificate or key stops the
+            # start with a sentence instead of a thread that quietly died.
+            try:
+                self._server.config.load()
+            except OSError as err:  # ssl.SSLError is one
+                raise ConfigError(f"api.tls_cert_file / api.tls_key_file: cannot serve HTTPS "
+                                  f"with them: {err}") from err
         # TCP_NODELAY on every answer: listen_socket() says why (a register's long-polls
         # and requests would otherwise wait ~40 ms each for delayed ACKs).
         self._socket = listen_socket(self.host, self._asked_port)

@@ -26,21 +26,21 @@ EX_OK, EX_NOT_PAID, EX_USAGE, EX_ATTENTION = 0, 1, 2, 3
 EX_DATAERR, EX_UNAVAILABLE, EX_CONFIG = 65, 69, 78
 
 
-def setup_logging(level: int = logging.INFO, log_file: Path | None = None) -> None:
-    """stderr for journald; optionally a file too (the demo keeps the console for people)."""
+def setup_logging(level: int = logging.INFO, log_file: Path | None = None, *,
+                  json_stderr: bool = False, json_file: Path | None = None) -> None:
+    """stderr for journald (text, or JSON lines); optionally a text file (the demo keeps the
+    console for people) and/or a JSON-lines file. Every handler redacts (posd.logs)."""
+    from posd import logs
+
     root = logging.getLogger()
     root.handlers.clear()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(fmt)
-    stderr.setLevel(level)
-    root.addHandler(stderr)
+    root.addHandler(logs.handler(sys.stderr, as_json=json_stderr, level=level))
     root.setLevel(min(level, logging.INFO))
+    logging.captureWarnings(True)  # warnings too go through the handlers (and the redactor)
     if log_file is not None:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-        handler.setFormatter(fmt)
-        handler.setLevel(logging.INFO)
-        root.addHandler(handler)
+        root.addHandler(logs.handler(path=log_file))
+    if json_file is not None:
+        root.addHandler(logs.handler(path=json_file, as_json=True, level=min(level, logging.INFO)))
     for noisy in ("apscheduler", "uvicorn", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     with_config(csub.add_parser("check", help="Validate a config file; exit 78 on error.",
                                 description="Validate a config file; exit 78 on error."))
     _add_sync_commands(add, with_config)
+    _add_operations_commands(add, with_config)
     _add_paper_commands(add, with_config)
     return p
 
@@ -110,6 +111,17 @@ def _add_sync_commands(add: Callable[[str, str], argparse.ArgumentParser],
     serve_.add_argument("--hmac-key-file", help="the signature key (default: the token)")
     serve_.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     serve_.add_argument("--tls-key", help="... and this private key (PEM)")
+
+
+def _add_operations_commands(add: Callable[[str, str], argparse.ArgumentParser],
+                             with_config: Callable[[argparse.ArgumentParser],
+                                                   argparse.ArgumentParser]) -> None:
+    doctor = with_config(add("doctor", "Check config, key files, database, disk, scanner, "
+                             "printer, channels, clock and HQ; exit 1 if a check fails."))
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    backup = with_config(add("backup", "Copy the live database with SQLite's online backup "
+                             "API (safe while posd runs)."))
+    backup.add_argument("dest", help="a new file, or a directory for posd-YYYYMMDD-HHMMSS.db")
 
 
 def _add_paper_commands(add: Callable[[str, str], argparse.ArgumentParser],
@@ -192,11 +204,28 @@ def serve(daemon: Any, *, scanner_stream: Any = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from posd.daemon import Daemon
+    from posd.notify import Notifier
 
     setup_logging()
     config = _load(args)
-    daemon = Daemon.build(config)
+    _log_as_configured(config)
+    daemon = Daemon.build(config, notifier=Notifier.from_environ())
     return serve(daemon, scanner_stream=sys.stdin if config.scanner.kind == "console" else None)
+
+
+def _log_as_configured(config: Any) -> None:
+    """``[log]``: level, stderr format, JSON-lines file (an unusable file is a config error)."""
+    from posd.logs import log_uncaught
+
+    log_uncaught()
+    level = logging.getLevelNamesMapping()[config.log.level.upper()]
+    try:
+        setup_logging(level, json_stderr=config.log.format == "json",
+                      json_file=config.log.json_file)
+    except OSError as err:
+        setup_logging()
+        raise ConfigError(f"log.json_file: {config.log.json_file}: "
+                          f"{err.strerror or err}") from err
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -275,6 +304,23 @@ def cmd_receipt(args: argparse.Namespace) -> int:
                            png=Path(args.png) if args.png else None, wait_s=args.wait)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from posd import config
+    from posd.doctor import doctor_command
+
+    setup_logging(logging.WARNING)  # the table is the output; the clients' INFO lines are not
+    return doctor_command(config.find_path(args.config), as_json=args.json)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from posd.backup import make_backup
+
+    made = make_backup(_load(args).database.path, Path(args.dest))
+    print(f"{made.path}: {made.sales} sales, {made.size:,} bytes, integrity ok "
+          f"({made.seconds:.1f} s)")
+    return EX_OK
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "demo": cmd_demo,
@@ -287,4 +333,6 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "hq serve": cmd_hq_serve,
     "report": cmd_report,
     "receipt": cmd_receipt,
+    "doctor": cmd_doctor,
+    "backup": cmd_backup,
 }

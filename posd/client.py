@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
 import uuid
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from posd.config import Config, read_secret
 from posd.errors import PosdError
@@ -24,12 +26,31 @@ class ApiError(PosdError):
         self.exit_code = exit_code
 
 
+class PinnedCertificate(HTTPAdapter):
+    """HTTPS that trusts the API's own certificate (``api.tls_cert_file``), self-signed or
+    issued by a CA: the certificate itself is the trust anchor (X509_V_FLAG_PARTIAL_CHAIN);
+    the host name is still checked against it."""
+
+    def __init__(self, cert_file: str) -> None:
+        self._context = ssl.create_default_context(cafile=cert_file)
+        self._context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
 class ApiClient:
-    def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, token: str, timeout: float = 10.0, *,
+                 cert_file: str | None = None) -> None:
         self._base = base_url.rstrip("/")
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
+        if cert_file is not None:
+            self._session.verify = cert_file
+            self._session.mount("https://", PinnedCertificate(cert_file))
 
     @classmethod
     def from_config(cls, config: Config) -> ApiClient:
@@ -39,6 +60,9 @@ class ApiClient:
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
+        if config.api.tls:
+            return cls(f"https://{host}:{config.api.port}", token,
+                       cert_file=str(config.api.tls_cert_file))
         return cls(f"http://{host}:{config.api.port}", token)
 
     def _call(self, method: str, path: str, *, read_timeout: float | None = None,
@@ -86,6 +110,13 @@ class ApiClient:
     def list_sales(self, *, date: str | None = None) -> Any:
         params = {"date": date} if date else {}
         return self._call("GET", "/v1/sales", params=params)["sales"]
+
+    def health(self) -> Any:
+        """GET /v1/health (no token needed): what the running daemon says about itself."""
+        return self._call("GET", "/v1/health", read_timeout=5.0)
+
+    def close(self) -> None:
+        self._session.close()
 
 
 def charge(client: ApiClient, amount_text: str, *, code: str | None, order: str | None,

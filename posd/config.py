@@ -8,6 +8,7 @@ which the CLI exits 78 (EX_CONFIG) so systemd does not restart-loop.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import stat
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from posd.codes import DEFAULT_RULES, PrefixRule
 from posd.errors import ConfigError
 from posd.framing import BYTE_TERMINATORS, IDLE, KEY_TERMINATORS
+from posd.logs import SECRETS
 
 DEFAULT_PATH = Path("/etc/posd/config.toml")
 
@@ -80,6 +82,12 @@ class DatabaseConfig(_Model):
 class ApiConfig(_Model):
     listen: str = "127.0.0.1:8637"
     token_file: Path
+    #: HTTPS for the local API; required to listen on anything but loopback (the bearer
+    #: token would otherwise cross the shop's network in clear text).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    _tls = field_validator("tls_cert_file", "tls_key_file", mode="before")(_optional_path)
 
     @field_validator("listen")
     @classmethod
@@ -88,6 +96,20 @@ class ApiConfig(_Model):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"must be HOST:PORT, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("api.tls_cert_file and api.tls_key_file go together")
+        if self.tls_cert_file is None and not is_loopback_host(self.host):
+            raise ValueError(
+                f"api.listen {self.listen!r} is not a loopback address: set api.tls_cert_file "
+                "and api.tls_key_file (HTTPS), or listen on 127.0.0.1")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     @property
     def host(self) -> str:
@@ -344,6 +366,18 @@ class CodesConfig(_Model):
         )
 
 
+class LogConfig(_Model):
+    """Log output (posd.logs): stderr, which systemd hands to journald; optionally JSON lines."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: stderr as "text" (with journald's priority prefix under systemd) or "json" lines.
+    format: Literal["text", "json"] = "text"
+    #: also append JSON lines to this file (e.g. /var/log/posd/posd.jsonl); empty = no file.
+    json_file: Path | None = None
+
+    _file = field_validator("json_file", mode="before")(_optional_path)
+
+
 class Config(_Model):
     store: StoreConfig
     payment: PaymentConfig = PaymentConfig()
@@ -358,6 +392,7 @@ class Config(_Model):
     report: ReportConfig = ReportConfig()
     hq: HqConfig = HqConfig()
     codes: CodesConfig = CodesConfig()
+    log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
     def _one_channel(self) -> Config:
@@ -407,24 +442,43 @@ def find_path(explicit: str | os.PathLike[str] | None) -> Path:
 
 def load(path: Path) -> Config:
     """Read and validate config.toml, then check the files it names. Raises ConfigError."""
+    config = parse(path)
+    problems = check_files(config)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    remember_secrets(config)
+    return config
+
+
+def parse(path: Path) -> Config:
+    """Read and validate config.toml, without looking at the files it names (posd doctor
+    checks those apart). Raises ConfigError."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from err
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    except RecursionError as err:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from err
     try:
-        config = Config.model_validate(data)
+        return Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{path}: {_format_validation(err)}") from None
-    problems = check_files(config)
-    if problems:
-        raise ConfigError(f"{path}: " + "; ".join(problems))
-    return config
+
+
+def remember_secrets(config: Config) -> None:
+    """Tell the log redactor (posd.logs) every secret the config names, whoever reads it."""
+    for _, path in _secret_files(config):
+        if path is not None:
+            with contextlib.suppress(OSError):  # check_files() passed; a race is not ours
+                SECRETS.add(path.read_bytes())
 
 
 def _secret_files(config: Config) -> list[tuple[str, Path | None]]:
     files: list[tuple[str, Path | None]] = [("api.token_file", config.api.token_file)]
+    if config.api.tls_key_file is not None:
+        files.append(("api.tls_key_file", config.api.tls_key_file))
     if (wx := config.channels.wechat) is not None and wx.enabled:
         files += [("channels.wechat.api_key_file", wx.api_key_file),
                   ("channels.wechat.key_file", wx.key_file)]
@@ -438,7 +492,7 @@ def _secret_files(config: Config) -> list[tuple[str, Path | None]]:
 
 
 def _public_files(config: Config) -> list[tuple[str, Path | None]]:
-    files: list[tuple[str, Path | None]] = []
+    files: list[tuple[str, Path | None]] = [("api.tls_cert_file", config.api.tls_cert_file)]
     if (wx := config.channels.wechat) is not None and wx.enabled:
         files += [("channels.wechat.cert_file", wx.cert_file), ("channels.wechat.ca_file", wx.ca_file)]
     if (ali := config.channels.alipay) is not None and ali.enabled:
@@ -457,6 +511,8 @@ def secret_file_problem(path: Path | None) -> str | None:
         info = path.stat()
     except OSError as err:
         return f"{path}: {err.strerror or err}"
+    except ValueError:  # an embedded NUL: no such file can exist
+        return f"{str(path)!r}: not a valid path"
     if not stat.S_ISREG(info.st_mode):
         return f"{path}: not a regular file"
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -490,6 +546,8 @@ def read_secret(path: Path | None, key: str) -> bytes:
         raise ConfigError(f"{key}: {problem}")
     assert path is not None  # secret_file_problem() returned None
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{key}: {path}: {err.strerror or err}") from err
+    SECRETS.add(data)  # the log redactor never shows it (posd.logs)
+    return data

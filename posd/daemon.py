@@ -19,6 +19,7 @@ from posd.api import ApiServer, create_app
 from posd.channels import Channel
 from posd.config import Config, read_api_token
 from posd.engine import Engine
+from posd.notify import Notifier, Watchdog
 from posd.printing import Printing, daily_reports
 from posd.scanner import ConsoleScanner, DeviceReader, open_scanners
 from posd.store import Store
@@ -62,9 +63,12 @@ class Daemon:
     #: the print queue's worker (None: printer.kind = "none")
     printing: Printing | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
+    #: systemd's notification socket (posd run under systemd); does nothing otherwise.
+    notifier: Notifier = field(default_factory=Notifier)
 
     @classmethod
-    def build(cls, config: Config, *, receipts_to: TextIO | None = None) -> Daemon:
+    def build(cls, config: Config, *, receipts_to: TextIO | None = None,
+              notifier: Notifier | None = None) -> Daemon:
         token = read_api_token(config)
         store = Store.open(config.database.path)
         engine = Engine(config, store, build_channels(config))
@@ -72,8 +76,10 @@ class Daemon:
         if printing is not None:
             printing.attach(engine)  # queues receipts (a console prints at once); health
         reports = daily_reports(store, config.report.business_day_cutoff_hour)
+        tls = ((str(config.api.tls_cert_file), str(config.api.tls_key_file))
+               if config.api.tls else None)
         api = ApiServer(create_app(engine, token, daily=reports), config.api.host,
-                        config.api.port)
+                        config.api.port, tls=tls)
         readers = open_scanners(config.all_scanners, engine.scan)
         for reader in readers:
             engine.add_health_probe(reader.label, reader.health)
@@ -81,33 +87,51 @@ class Daemon:
         if sync is not None:
             engine.add_listener(sync.on_sale)  # wakes the pusher; never pushes inline
             engine.add_health_probe("hq_sync", sync.health)
-        return cls(config, store, engine, api, readers=readers, sync=sync, printing=printing)
+        return cls(config, store, engine, api, readers=readers, sync=sync, printing=printing,
+                   notifier=notifier or Notifier())
 
     def start(self, *, scanner_stream: TextIO | None = None) -> None:
+        self.notifier.status("resuming unfinished sales")
         resumed = self.engine.start()
         if self.sync is not None:
             self.sync.start()
         if self.printing is not None:
             self.printing.start()
         self.api.start()
-        log.info("API listening on http://%s:%d (%d sale(s) resumed)", self.config.api.host,
-                 self.api.port, resumed)
+        log.info("API listening on %s (%d sale(s) resumed)", self.api.url, resumed)
         kind = self.config.scanner.kind
         if kind == "console" and scanner_stream is not None:
             self.scanner = ConsoleScanner(scanner_stream, self.engine.scan)
             self.scanner.start()
         for reader in self.readers:
             reader.start()
+        channels = ", ".join(self.engine.enabled_channels)
+        self.notifier.ready(f"ready: API on {self.api.url}, {channels}; "
+                            f"{resumed} sale(s) resumed")
+
+    def health_status(self) -> str:
+        """One line for systemd's STATUS=: what /v1/health says. StoreError if the store
+        does not answer (the watchdog keep-alive is then withheld)."""
+        health = self.engine.health()
+        degraded = "; ".join(health["degraded"])
+        return (f"{health['status']}: {health['in_flight']} sale(s) in flight, HQ backlog "
+                f"{health['hq_backlog']['count']}" + (f"; {degraded}" if degraded else ""))
 
     def wait(self) -> int:
-        """Block until stop() or a fatal store error. Returns the exit status."""
-        while not self.stopped.wait(0.5):
+        """Block until stop() or a fatal store error; keep systemd's watchdog fed meanwhile.
+        Returns the exit status."""
+        watchdog = Watchdog(self.notifier, self.health_status)
+        while True:
             if self.engine.fatal.is_set():
                 log.critical("stopping: %s", self.engine.fatal_reason)
                 return 1
-        return 0
+            watchdog.tick()
+            due = watchdog.due_in()
+            if self.stopped.wait(0.5 if due is None else min(0.5, due)):
+                return 0
 
     def stop(self) -> None:
+        self.notifier.stopping("stopping: no new sales; finishing the requests in flight")
         if self.scanner is not None:
             self.scanner.stop()
         for reader in self.readers:

@@ -51,7 +51,7 @@ def test_every_model_key_appears_in_the_example() -> None:
     for section in (config.StoreConfig, config.PaymentConfig, config.ApiConfig,
                     config.WechatConfig, config.AlipayConfig, config.ScannerConfig,
                     config.PrinterConfig, config.HqConfig, config.DatabaseConfig,
-                    config.ReceiptConfig, config.ReportConfig):
+                    config.ReceiptConfig, config.ReportConfig, config.LogConfig):
         for key in section.model_fields:
             assert f"{key} =" in text, f"{section.__name__}.{key} is not documented"
 

@@ -1,0 +1,378 @@
+# SPDX-License-Identifier: MIT
+"""``posd doctor``'s checks of what is outside the box's disk: scanners, the printer, the
+payment channels, the clock and HQ (see :mod:`posd.doctor`). [shell]
+
+Each opens what it checks for a moment and closes it again; none moves money or prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import grp
+import os
+import secrets
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from posd.config import Config, PrinterConfig, ScannerConfig, read_secret
+from posd.errors import ConfigError, DeviceError
+from posd.money import Fen
+from posd.sale import ChannelResult, NotFound, Unknown
+
+#: The clock may be this far from the servers' before posd doctor warns / fails.
+CLOCK_WARN_S, CLOCK_FAIL_S = 10.0, 120.0
+#: A merchant certificate expiring within this many days is a warning.
+CERT_WARN_DAYS = 30
+
+
+class Result(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One row of the table: what was checked, how it went, and what to do about it."""
+
+    name: str
+    result: Result
+    detail: str
+    fix: str = ""
+
+
+def ok(name: str, detail: str) -> Check:
+    return Check(name, Result.OK, detail)
+
+
+def warn(name: str, detail: str, fix: str) -> Check:
+    return Check(name, Result.WARN, detail, fix)
+
+
+def fail(name: str, detail: str, fix: str) -> Check:
+    return Check(name, Result.FAIL, detail, fix)
+
+
+def skip(name: str, detail: str) -> Check:
+    return Check(name, Result.SKIP, detail)
+
+
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+# --- scanners ----------------------------------------------------------------------------------
+
+
+def check_scanners(config: Config, health: Mapping[str, Any] | None) -> list[Check]:
+    """One row per configured scanner; from the running daemon's view when it holds them."""
+    scanners = config.all_scanners
+    if not scanners:
+        return [skip("scanner", "not configured (scanner.kind = none)")]
+    return [_scanner(label, scanner, (health or {}).get(label)) for label, scanner in scanners]
+
+
+def _scanner(label: str, scanner: ScannerConfig, seen: Mapping[str, Any] | None) -> Check:
+    if scanner.kind == "console":
+        return ok(label, "console: codes are read from posd run's standard input")
+    if seen is not None:  # the daemon has it open (and grabbed): do not fight it for it
+        if seen.get("connected"):
+            grabbed = ", grabbed" if seen.get("grabbed") else ""
+            return ok(label, f"{seen.get('device')}: read by the running posd{grabbed}")
+        return fail(label, f"the running posd cannot read it: {seen.get('last_error')}",
+                    _SCANNER_FIX[scanner.kind])
+    problem = _probe_hid(scanner) if scanner.kind == "hid" else _probe_serial(scanner)
+    if problem is not None:
+        return fail(label, problem, _SCANNER_FIX[scanner.kind])
+    node = os.path.realpath(scanner.device) if scanner.device else ""
+    group = "input" if scanner.kind == "hid" else "dialout"
+    if node and (why := _group_problem(Path(node), group)):
+        return warn(label, f"{scanner.device}: opened, but {why}",
+                    "install systemd/60-posd.rules (docs/install.md) and re-plug the scanner")
+    what = "present, readable and grabbable" if scanner.kind == "hid" else "present, opened"
+    return ok(label, f"{scanner.device or 'matched device'}: {what}")
+
+
+_SCANNER_FIX = {
+    "hid": "plug it in; ls -l /dev/input/by-id/ shows its link; the user posd needs group "
+           "input (systemd/posd.service: SupplementaryGroups=); a second holder of the grab "
+           "shows with fuser -v (docs/hardware.md)",
+    "serial": "plug it in; ls -l /dev/serial/by-id/ shows its link; the user posd needs group "
+              "dialout; ModemManager must ignore it (systemd/60-posd.rules)",
+}
+
+
+def _group_problem(node: Path, group: str) -> str | None:
+    """Why the service (group ``group``) could not open ``node``, or None."""
+    info = node.stat()
+    if group_name(info.st_gid) == group and info.st_mode & stat.S_IRGRP and (
+            info.st_mode & stat.S_IWGRP):
+        return None
+    mode = stat.S_IMODE(info.st_mode)
+    return f"{node} is group {group_name(info.st_gid)} mode {mode:04o}, not group {group} rw"
+
+
+def _probe_hid(scanner: ScannerConfig) -> str | None:
+    from posd.scanner import find_key_device, grab_problem, require_evdev
+
+    try:
+        require_evdev()
+        device = find_key_device(scanner)
+    except (ConfigError, DeviceError) as err:
+        return str(err)
+    try:
+        if scanner.grab:
+            device.grab()  # released by close()
+    except OSError as err:
+        return grab_problem(os.fsdecode(device.path), err)
+    finally:
+        device.close()
+    return None
+
+
+def _probe_serial(scanner: ScannerConfig) -> str | None:
+    import serial
+
+    from posd.scanner import serial_problem
+
+    try:
+        port = serial.serial_for_url(scanner.device, baudrate=scanner.baudrate, timeout=0,
+                                     exclusive=True)
+    except (OSError, ValueError) as err:  # SerialException is an OSError
+        return serial_problem(scanner.device or "", err)
+    port.close()
+    return None
+
+
+# --- printer -------------------------------------------------------------------------------------
+
+
+def check_printer(config: Config) -> Check:
+    from posd.print_jobs import DESCRIPTIONS, Status
+    from posd.printer import open_printer
+
+    printer = config.printer
+    if printer.kind == "none":
+        return skip("printer", "not configured (printer.kind = none)")
+    if printer.kind == "console":
+        return ok("printer", "console: receipts go to posd run's standard output")
+    try:
+        device = open_printer(printer, None, config.receipt.line_columns)
+        session = device.open()
+    except (ConfigError, DeviceError) as err:
+        return fail("printer", f"unreachable: {err}", _printer_fix(printer))
+    try:
+        status = session.status()
+    except DeviceError as err:
+        return fail("printer", str(err), _printer_fix(printer))
+    finally:
+        session.close()
+    detail = f"{device.describe}: {DESCRIPTIONS[status]}"
+    if status in (Status.OK, Status.UNKNOWN):
+        return ok("printer", detail)
+    if status in (Status.PAPER_LOW, Status.NO_ANSWER):
+        return warn("printer", detail, "load paper soon; a printer that never answers status "
+                    "queries: printer.status_query = false")
+    return fail("printer", detail, "load paper, close the cover, switch it on line; "
+                "queued receipts print once it is ready")
+
+
+def _printer_fix(printer: PrinterConfig) -> str:
+    return {
+        "network": f"power and cable; the printer's IP must be {printer.host} (print its self-"
+                   f"test page) and port {printer.port} reachable from this box",
+        "usb": "plug it in; lsusb must show the ids; the user posd needs group lp through "
+               "systemd/60-posd.rules (docs/install.md)",
+        "serial": "plug it in; the user posd needs group dialout",
+        "file": "the device file must exist and be writable by group lp",
+    }.get(printer.kind, "see docs/printing.md")
+
+
+# --- channels -----------------------------------------------------------------------------------
+
+
+def probe_trade_no() -> str:
+    """An out_trade_no posd never makes ('-' is not in its alphabet of store ids): 32 chars."""
+    return f"posd-doctor-{secrets.token_hex(10)}"
+
+
+def _verdict(name: str, result: ChannelResult, fix: str) -> Check:
+    if isinstance(result, NotFound):
+        return ok(name, "TLS and credentials work: a signed query for an order that does not "
+                  f"exist was answered, signed: {result.detail or 'no such order'}")
+    if isinstance(result, Unknown) and not result.may_have_arrived:
+        return fail(name, f"cannot connect: {result.detail}",
+                    "check the URL, DNS, the network/firewall and the CA bundle (ca_file)")
+    detail = result.detail if isinstance(result, Unknown) else repr(result)
+    return fail(name, f"the query was not answered as expected: {detail}", fix)
+
+
+def check_channels(config: Config) -> list[Check]:
+    checks = []
+    wx, ali = config.channels.wechat, config.channels.alipay
+    if wx is not None and wx.enabled:
+        checks.append(_wechat(config))
+        if wx.cert_file is not None and wx.key_file is not None:
+            checks.append(check_certificate("wechat certificate", wx.cert_file, wx.key_file))
+    if ali is not None and ali.enabled:
+        checks.append(_alipay(config))
+    return checks
+
+
+def _wechat(config: Config) -> Check:
+    from posd.channels.wechat import WechatPay
+
+    wx = config.channels.wechat
+    assert wx is not None  # check_channels() asked only for an enabled one
+    try:
+        client = WechatPay.from_config(wx, device_info=config.store.terminal_id)
+    except ConfigError as err:
+        return fail("wechat", str(err), "see docs/configuration.md, [channels.wechat]")
+    try:
+        result = client.query(probe_trade_no(), Fen(1))
+    finally:
+        client.close()
+    return _verdict("wechat", result, "a signature that does not verify or SIGNERROR: the "
+                    "APIv2 key in api_key_file is not the merchant's (pay.weixin.qq.com, API "
+                    "security); other errors: appid and mch_id must belong together")
+
+
+def _alipay(config: Config) -> Check:
+    from posd.channels.alipay import Alipay
+
+    ali = config.channels.alipay
+    assert ali is not None  # check_channels() asked only for an enabled one
+    try:
+        client = Alipay.from_config(ali, store_id=config.store.id,
+                                    terminal_id=config.store.terminal_id)
+    except ConfigError as err:
+        return fail("alipay", str(err), "see docs/alipay.md")
+    try:
+        result = client.query(probe_trade_no(), Fen(1))
+    finally:
+        client.close()
+    return _verdict("alipay", result, "invalid-signature (40002): app_private_key_file does "
+                    "not match the public key uploaded for app_id; an answer that does not "
+                    "verify: alipay_public_key_file must hold *Alipay's* public key")
+
+
+def check_certificate(name: str, cert_file: Path, key_file: Path) -> Check:
+    """The WeChat merchant certificate: parses, matches its key, not (nearly) expired."""
+    fix = "download a new API certificate (pay.weixin.qq.com, API security) into cert_file/key_file"
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        key = serialization.load_pem_private_key(
+            read_secret(key_file, "channels.wechat.key_file"), password=None)
+    except (OSError, ValueError, TypeError, ConfigError) as err:
+        return fail(name, f"cannot load {cert_file} / {key_file}: {err}", fix)
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if cert.public_key().public_bytes(der, public) != key.public_key().public_bytes(der, public):
+        return fail(name, f"{key_file} is not the key of {cert_file}", fix)
+    days = (cert.not_valid_after_utc - datetime.now(UTC)).days
+    detail = f"{cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+    if days < 0:
+        return fail(name, f"expired: {detail}", fix)
+    if days < CERT_WARN_DAYS:
+        return warn(name, f"expires in {days} days: {detail}", fix)
+    return ok(name, detail)
+
+
+# --- clock and HQ ---------------------------------------------------------------------------------
+
+
+def _endpoints(config: Config) -> list[tuple[str, str | bool]]:
+    """(URL, verify) of each server posd talks to, to read their clocks."""
+    found: list[tuple[str, str | bool]] = []
+    if (wx := config.channels.wechat) is not None and wx.enabled:
+        found.append((wx.base_url + "/", str(wx.ca_file) if wx.ca_file else True))
+    if (ali := config.channels.alipay) is not None and ali.enabled:
+        found.append((ali.gateway_url, str(ali.ca_file) if ali.ca_file else True))
+    if config.hq.url:
+        found.append((config.hq.url + "/v1/health",
+                      str(config.hq.ca_file) if config.hq.ca_file else True))
+    return found
+
+
+def server_skew(url: str, verify: str | bool) -> float | None:
+    """Local clock minus the server's (its HTTP Date header), in seconds; None: no answer."""
+    with requests.Session() as http:
+        http.trust_env = False
+        before = time.time()
+        try:
+            response = http.get(url, timeout=(3.0, 5.0), verify=verify, stream=True,
+                                allow_redirects=False)
+        except requests.RequestException:
+            return None
+        after = time.time()
+        response.close()
+    date = response.headers.get("Date")
+    if not date:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        # Date has whole seconds: the server's second began at most 1 s before it said so.
+        return (before + after) / 2 - (parsedate_to_datetime(date).timestamp() + 0.5)
+    return None
+
+
+def check_clock(config: Config) -> Check:
+    for url, verify in _endpoints(config):
+        skew = server_skew(url, verify)
+        if skew is None:
+            continue
+        detail = f"{abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} {url} (HTTP Date)"
+        fix = ("set the time and keep it synchronised: timedatectl set-ntp true (or "
+               "systemd-timesyncd/chrony); receipts, reports and Alipay's request timestamps "
+               "follow this clock")
+        if abs(skew) > CLOCK_FAIL_S:
+            return fail("clock", detail, fix)
+        if abs(skew) > CLOCK_WARN_S:
+            return warn("clock", detail, fix)
+        return ok("clock", detail)
+    return warn("clock", "no server answered to compare the clock with",
+                "see the channel and HQ rows; then timedatectl shows whether NTP keeps time")
+
+
+def check_hq(config: Config) -> Check:
+    """HQ answers and takes the token: GET /v1/stores/{store}/days/{today} (DESIGN §6)."""
+    hq = config.hq
+    if not hq.url:
+        return skip("hq", "not configured (hq.url is empty): no sync")
+    try:
+        token = read_secret(hq.token_file, "hq.token_file").decode("utf-8", "replace").strip()
+    except ConfigError as err:
+        return fail("hq", str(err), "put HQ's token in hq.token_file (mode 0600)")
+    day = datetime.now(UTC).astimezone().date().isoformat()
+    url = f"{hq.url}/v1/stores/{config.store.id}/days/{day}"
+    try:
+        with requests.Session() as http:
+            http.trust_env = False
+            response = http.get(url, headers={"Authorization": f"Bearer {token}"},
+                                timeout=(hq.connect_timeout_s, 10.0),
+                                verify=str(hq.ca_file) if hq.ca_file else True)
+    except requests.RequestException as err:
+        return fail("hq", f"{hq.url} unreachable ({type(err).__name__})",
+                    "check hq.url, DNS, the network/firewall and hq.ca_file; sales are kept "
+                    "and sent once HQ is back")
+    if response.status_code in (401, 403):
+        return fail("hq", f"HQ refused the token ({response.status_code})",
+                    "hq.token_file must hold the token HQ issued for this store")
+    if response.status_code != 200:
+        return fail("hq", f"HQ answered {response.status_code}: {response.text[:200]}",
+                    "see HQ's logs; hq.url must be HQ's base URL")
+    return ok("hq", f"{hq.url}: reachable, token accepted")

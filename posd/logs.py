@@ -1,0 +1,197 @@
+# SPDX-License-Identifier: MIT
+"""Log output: one redaction path in front of every handler; text for journald or JSON lines.
+
+DESIGN §2 rule 6: payment codes are logged masked, keys and tokens never. Modules mask codes
+themselves (``posd.codes.mask``); this module is the net under them. Every handler that
+``posd.cli.setup_logging`` installs carries the one :class:`Redactor`, a ``logging.Filter``
+that rewrites each record -- message, traceback, stack -- before any formatter sees it:
+
+- a run of 16-24 digits that starts with a payment-code prefix (``posd.codes.DEFAULT_RULES``)
+  and is not glued to a letter or digit on its left becomes ``1345…0001``. The left edge
+  keeps ``out_trade_no`` (store + terminal + digits, e.g. ``S001T1…``) readable;
+- every secret posd has read (``config.read_secret`` and ``config.load`` register them in
+  :data:`SECRETS`) becomes ``[secret]``; for a PEM or base64 key, each of its lines too.
+
+Handler filters, not logger filters: a logger's filters do not see records that propagate
+up from child loggers (``logging`` docs, "Filter Objects"); a handler's see all of them.
+
+:data:`SECRETS` is process-wide on purpose: secrets enter the process through one function
+(``config.read_secret``) in whichever module needs them, and the handlers must know all of
+them; threading a registry through every constructor would be the same global, hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TextIO
+
+from posd.codes import DEFAULT_RULES, mask
+
+#: Shown instead of a secret.
+HIDDEN = "[secret]"
+#: Secrets (and lines of a key) shorter than this are not searched for: a 3-character
+#: "secret" would blank out ordinary words, and is no secret anyway.
+MIN_SECRET = 8
+_PREFIXES = "|".join(sorted({p for rule in DEFAULT_RULES for p in rule.prefixes}))
+_CODE = re.compile(rf"(?<![0-9A-Za-z])(?:{_PREFIXES})[0-9]{{14,22}}(?![0-9])")
+
+
+class SecretRegistry:
+    """The secrets posd has read, as text to search log lines for. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: tuple[str, ...] = ()
+
+    def add(self, raw: bytes | str) -> None:
+        """Remember a secret file's content: the whole, and each line of a key file."""
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        lines = [line.strip() for line in text.splitlines()]
+        body = [line for line in lines if line and not line.startswith("-----")]
+        found = {text.strip(), "".join(body), *body}
+        with self._lock:
+            known = set(self._values) | {v for v in found if len(v) >= MIN_SECRET}
+            # Longest first, so a key's whole text goes before its lines.
+            self._values = tuple(sorted(known, key=len, reverse=True))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values = ()
+
+    def hide(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, HIDDEN)
+        return text
+
+
+SECRETS = SecretRegistry()
+
+
+def redact(text: str, secrets: SecretRegistry = SECRETS) -> str:
+    """``text`` with payment codes masked and known secrets replaced."""
+    return _CODE.sub(lambda m: mask(m.group()), secrets.hide(text))
+
+
+class Redactor(logging.Filter):
+    """Rewrite a record so that no formatter can show a full code or a secret."""
+
+    _tracebacks = logging.Formatter()
+
+    def __init__(self, secrets: SecretRegistry = SECRETS) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # The message is rendered once here; records are shared by all handlers, and a
+        # second pass over an already clean message changes nothing.
+        record.msg, record.args = redact(record.getMessage(), self._secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._tracebacks.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self._secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self._secrets)
+        return True
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time (ISO 8601 with offset), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": datetime.fromtimestamp(record.created, UTC).astimezone().isoformat(
+                timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "thread": record.threadName,
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exception"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = record.stack_info
+        return json.dumps(data, ensure_ascii=False)
+
+
+class JournalText(logging.Formatter):
+    """``<N>logger: message``: journald reads ``<N>`` as the priority (SyslogLevelPrefix=)
+    and stamps the time itself, so the line carries neither twice."""
+
+    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                 logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        priority = self._PRIORITY.get(record.levelno, 6)
+        # A traceback's lines each get the prefix, or journald would file them as info.
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def stderr_is_journal(stream: TextIO) -> bool:
+    """True when ``stream`` is the journal stream systemd gave us ($JOURNAL_STREAM is
+    "DEVICE:INODE" of it: systemd.exec(5), "Environment variables in spawned processes")."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError):  # ValueError: no file descriptor (a test's StringIO)
+        return False
+    return expected == f"{info.st_dev}:{info.st_ino}"
+
+
+PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def handler(stream: TextIO | None = None, *, path: Path | None = None, as_json: bool = False,
+            level: int = logging.INFO) -> logging.Handler:
+    """A stream (default stderr) or file handler with the redactor and the chosen format."""
+    made: logging.Handler
+    formatter: logging.Formatter
+    if path is not None:
+        made = logging.FileHandler(path, encoding="utf-8")
+        formatter = JsonLines() if as_json else logging.Formatter(PLAIN)
+    else:
+        target = stream or sys.stderr
+        made = logging.StreamHandler(target)
+        if as_json:
+            formatter = JsonLines()
+        elif stderr_is_journal(target):
+            formatter = JournalText("%(name)s: %(message)s")
+        else:
+            formatter = logging.Formatter(PLAIN)
+    made.setFormatter(formatter)
+    made.addFilter(Redactor())
+    made.setLevel(level)
+    return made
+
+
+def log_uncaught() -> None:
+    """Send tracebacks of uncaught exceptions (main thread or any other) through the logging
+    handlers, so they are redacted like every other line: the default hooks print straight
+    to stderr. For ``posd run`` (a test runner keeps its own hooks)."""
+    log = logging.getLogger("posd")
+
+    def main_hook(kind: type[BaseException], value: BaseException,
+                  tb: TracebackType | None) -> None:
+        log.critical("uncaught exception", exc_info=(kind, value, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        # The exception carries its traceback (__traceback__); None only for odd raisers.
+        log.error("uncaught %s in thread %s", args.exc_type.__name__, name,
+                  exc_info=args.exc_value)
+
+    sys.excepthook = main_hook
+    threading.excepthook = thread_hook
