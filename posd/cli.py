@@ -40,7 +40,7 @@ def setup_logging(level: int = logging.INFO, log_file: Path | None = None, *,
     if log_file is not None:
         root.addHandler(logs.handler(path=log_file))
     if json_file is not None:
-        root.addHandler(logs.handler(path=json_file, as_json=True, level=min(level, logging.INFO)))
+        root.addHandler(logs.handler(path=json_file, as_json=True, level=level))
     for noisy in ("apscheduler", "uvicorn", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

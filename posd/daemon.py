@@ -121,14 +121,17 @@ class Daemon:
         """Block until stop() or a fatal store error; keep systemd's watchdog fed meanwhile.
         Returns the exit status."""
         watchdog = Watchdog(self.notifier, self.health_status)
-        while True:
-            if self.engine.fatal.is_set():
-                log.critical("stopping: %s", self.engine.fatal_reason)
-                return 1
+        # A fatal store error wakes this loop at once, so it sleeps until the next keep-alive
+        # is due (without systemd's watchdog: until stop) instead of polling.
+        self.engine.add_fatal_listener(self.stopped.set)
+        while not self.engine.fatal.is_set():
             watchdog.tick()
-            due = watchdog.due_in()
-            if self.stopped.wait(0.5 if due is None else min(0.5, due)):
-                return 0
+            if self.stopped.wait(watchdog.due_in()):
+                break
+        if self.engine.fatal.is_set():
+            log.critical("stopping: %s", self.engine.fatal_reason)
+            return 1
+        return 0
 
     def stop(self) -> None:
         self.notifier.stopping("stopping: no new sales; finishing the requests in flight")

@@ -77,9 +77,9 @@ def _unreadable(config: Config, path: Path) -> list[str]:
     user = _service_user()
     if user is None:
         return []
-    named = [("config", path)] + [
-        (key, p) for key, p in (*configuration._secret_files(config),  # noqa: SLF001
-                                *configuration._public_files(config)) if p is not None]  # noqa: SLF001
+    secret = configuration._secret_files(config)  # noqa: SLF001 - config's own list of them
+    public = configuration._public_files(config)  # noqa: SLF001
+    named = [("config", path)] + [(key, p) for key, p in (*secret, *public) if p is not None]
     return [f"{key}: {p} is not readable by the user {user.pw_name}" for key, p in named
             if p.is_file() and not readable_by(user, p)]
 
@@ -185,6 +185,7 @@ def run_checks(path: Path) -> list[Check]:
         config = configuration.parse(path)
     except ConfigError as err:
         return [fail("config", str(err), f"correct the key named; posd config check -c {path}")]
+    configuration.remember_secrets(config)  # nothing below may print one (render redacts)
     checks = [ok("config", f"{path}: valid"), check_files(config, path),
               check_database(config), check_disk(config)]
     running, health = daemon_health(config)

@@ -99,7 +99,9 @@ def _scanner(label: str, scanner: ScannerConfig, seen: Mapping[str, Any] | None)
     problem = _probe_hid(scanner) if scanner.kind == "hid" else _probe_serial(scanner)
     if problem is not None:
         return fail(label, problem, _SCANNER_FIX[scanner.kind])
-    node = os.path.realpath(scanner.device) if scanner.device else ""
+    # A pyserial URL (socket://, rfc2217://) has no device node to look at.
+    device = scanner.device or ""
+    node = os.path.realpath(device) if device and "://" not in device else ""
     group = "input" if scanner.kind == "hid" else "dialout"
     if node and (why := _group_problem(Path(node), group)):
         return warn(label, f"{scanner.device}: opened, but {why}",
@@ -119,7 +121,10 @@ _SCANNER_FIX = {
 
 def _group_problem(node: Path, group: str) -> str | None:
     """Why the service (group ``group``) could not open ``node``, or None."""
-    info = node.stat()
+    try:
+        info = node.stat()
+    except OSError:
+        return None  # gone since it was opened: the next run says so
     if group_name(info.st_gid) == group and info.st_mode & stat.S_IRGRP and (
             info.st_mode & stat.S_IWGRP):
         return None
@@ -171,6 +176,8 @@ def check_printer(config: Config) -> Check:
         return skip("printer", "not configured (printer.kind = none)")
     if printer.kind == "console":
         return ok("printer", "console: receipts go to posd run's standard output")
+    if printer.kind == "file":  # opening it for writing would truncate a plain file
+        return _file_printer(printer)
     try:
         device = open_printer(printer, None, config.receipt.line_columns)
         session = device.open()
@@ -190,6 +197,15 @@ def check_printer(config: Config) -> Check:
                     "queries: printer.status_query = false")
     return fail("printer", detail, "load paper, close the cover, switch it on line; "
                 "queued receipts print once it is ready")
+
+
+def _file_printer(printer: PrinterConfig) -> Check:
+    path = Path(printer.device)
+    if not path.exists():
+        return fail("printer", f"{path}: not present", _printer_fix(printer))
+    if not os.access(path, os.W_OK):
+        return fail("printer", f"{path}: not writable", _printer_fix(printer))
+    return ok("printer", f"file {path}: present and writable (a file cannot tell its status)")
 
 
 def _printer_fix(printer: PrinterConfig) -> str:

@@ -5,8 +5,9 @@ else, which would be a traceback and a restart loop under systemd.
 
 Three generators: any text; valid TOML whose keys are the model's own (and some that are
 not) with values of every TOML type; and a valid shop config with a few keys changed.
-Found by this test: a path with a NUL byte (ValueError from stat), and nesting deep enough
-to exhaust tomllib's recursion (RecursionError)."""
+Cases that escaped as other exceptions before config.py handled them: a path with a NUL
+byte (ValueError from stat), nesting deep enough to exhaust tomllib's recursion
+(RecursionError); both are kept as explicit examples."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pwd
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki
 from posd.cli import main
 from posd.daemon import Daemon
+from posd.doctor import readable_by
 from posd.store import Store
 from tests.hq_fixtures import TOKEN as HQ_TOKEN
 from tests.hq_fixtures import Hq, start_hq, write_secret
@@ -34,6 +37,7 @@ def _root_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 @pytest.fixture(scope="module", name="sim")
@@ -184,3 +188,31 @@ def test_the_table_shows_each_fix(tmp_path: Path, sim: Simulator, pki: TestPki,
     assert out.splitlines()[0].startswith("ok    config")
     assert "WARN  database" in out and "fix: posd run creates it" in out
     assert out.rstrip().endswith("checks")
+
+
+def test_a_file_printer_is_looked_at_not_opened(tmp_path: Path, sim: Simulator, pki: TestPki,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    receipts = tmp_path / "receipts.bin"
+    receipts.write_bytes(b"yesterday's receipts")
+    data = make_config(tmp_path, sim.url, pki, printer={"kind": "file",
+                                                        "device": str(receipts)})
+    _, rows = doctor(tmp_path, data, capsys)
+    assert rows["printer"]["result"] == "ok"
+    assert receipts.read_bytes() == b"yesterday's receipts"  # not truncated by a probe
+    receipts.unlink()
+    _, rows = doctor(tmp_path, data, capsys)
+    assert rows["printer"]["result"] == "fail" and "not present" in rows["printer"]["detail"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_readable_by_the_service_user(tmp_path: Path) -> None:
+    service = pwd.struct_passwd(("posd", "x", 64000, 64000, "", "/var/lib/posd", "/bin/false"))
+    key = tmp_path / "key"
+    key.write_text("secret")
+    key.chmod(0o600)  # root's own: what `posd doctor` run as root would not notice by itself
+    assert not readable_by(service, key)
+    os.chown(key, 64000, 64000)
+    assert readable_by(service, key)
+    os.chown(key, 0, 64000)
+    key.chmod(0o640)  # config.toml: root:posd 0640
+    assert readable_by(service, key)

@@ -23,7 +23,9 @@ import requests
 
 from posd.channels.simulator import Simulator, TestPki
 from posd.errors import StoreError
+from posd.daemon import Daemon
 from posd.notify import Notifier, Watchdog
+from tests.sandbox import config as validate
 from tests.sandbox import make_config, start_simulator, to_toml
 
 TOKEN = {"Authorization": "Bearer test-token-0123456789abcdef"}
@@ -226,4 +228,33 @@ def test_a_running_posd_notifies_ready_watchdog_and_stopping(
         assert "STOPPING" in manager.until("STOPPING")[-1]
     finally:
         stop(proc)
+        manager.close()
+
+
+def test_a_dead_database_withholds_the_keep_alive_and_stops_the_daemon(
+        tmp_path: Path, sim: Simulator, pki: TestPki,
+        listener: tuple[socket.socket, str]) -> None:
+    sock, path = listener
+    manager = Manager(sock)
+    notifier = Notifier.from_environ({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})
+    daemon = Daemon.build(validate(make_config(tmp_path, sim.url, pki)), notifier=notifier)
+    daemon.start()
+    status: list[int] = []
+    main_loop = threading.Thread(target=lambda: status.append(daemon.wait()))
+    try:
+        assert "READY" in manager.until("READY")[-1]
+        main_loop.start()
+        assert "WATCHDOG" in manager.until("WATCHDOG")[-1]
+        daemon.store.close()  # the database becomes unusable under the running daemon
+        unhealthy = manager.until("STATUS")
+        while not unhealthy[-1]["STATUS"].startswith("unhealthy"):
+            unhealthy = manager.until("STATUS")
+        assert "WATCHDOG" not in unhealthy[-1]  # systemd would restart posd now
+        outcome = daemon.engine.scan("134567890123459999", time.monotonic())
+        assert not outcome.accepted
+        main_loop.join(timeout=10)  # the fatal error wakes the main loop at once
+        assert status == [1]
+    finally:
+        daemon.stop()
+        main_loop.join(timeout=10)
         manager.close()
