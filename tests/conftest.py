@@ -5,6 +5,7 @@ import pytest
 
 from posd.channels.simulator import AlipayKeys, TestPki, make_alipay_keys, make_test_pki
 from tests.postgres import postgres_cluster, postgres_url  # noqa: F401 - fixtures
+from tests.sandbox import Clock
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +18,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
 def alipay_keys(tmp_path_factory: pytest.TempPathFactory) -> AlipayKeys:
     """The Alipay sandbox's two RSA2 key pairs (the app's, the simulator's) for the whole run."""
     return make_alipay_keys(tmp_path_factory.mktemp("alipay-keys"))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The simulator's (and a client's) time, moved by the test."""
+    return Clock()
+

@@ -112,3 +112,18 @@ def start_simulator(pki: TestPki, *, alipay: AlipayKeys | None = None,
     options.setdefault("confirm_delay_s", 0.6)
     sandbox = None if alipay is None else alipay.sandbox(ALIPAY_APP_ID)
     return Simulator(wechat=WECHAT, alipay=sandbox, tls=pki.server_tls(), **options).start()
+
+
+#: A fixed moment for tests that move time by hand: 2025-06-15 23:06:40 Beijing time.
+T0 = 1_750_000_000.0
+
+
+class Clock:
+    """Time moved by the test (``clock.now += 20``), for simulators and clients that take one."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+

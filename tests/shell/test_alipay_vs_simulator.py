@@ -40,6 +40,7 @@ from posd.config import AlipayConfig
 from posd.daemon import Daemon
 from posd.money import Fen
 from posd.sale import Closed, Declined, NotFound, Paid, Pending, Refused, State, Unknown
+from tests.sandbox import Clock
 
 APP_ID = "2021000000000001"
 T0 = 1_750_000_000.0
@@ -48,23 +49,10 @@ AMOUNT = Fen(1250)
 PAY_PATH = "/gateway.do?method=alipay.trade.pay"
 
 
-class Clock:
-    """The simulator's and the client's time, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def code(ending: str) -> str:
     return "28123456789012" + ending
 
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from posd.channels.simulator import (
     run_forever,
 )
 from posd.channels.wechat_wire import WireError, from_xml, sign, to_xml, verify
+from tests.sandbox import Clock
 
 SANDBOX = WechatSandbox("wx2421b1c4370ec43b", "10000100", "a" * 32)
 T0 = 1_750_000_000.0  # 2025-06-15 23:06:40 Beijing time
@@ -40,23 +41,10 @@ BEIJING = timezone(timedelta(hours=8))
 MICROPAY, ORDERQUERY, REVERSE = "/pay/micropay", "/pay/orderquery", "/secapi/pay/reverse"
 
 
-class Clock:
-    """The simulator's time, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def code(ending: str) -> str:
     return "13456789012345" + ending
 
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from posd.channels.wechat import WechatPay
 from posd.config import WechatConfig
 from posd.money import Fen
 from posd.sale import Closed, Declined, NotFound, Paid, Pending, Unknown
+from tests.sandbox import Clock
 
 SANDBOX = WechatSandbox("wx2421b1c4370ec43b", "10000100", "sandboxkeysandboxkeysandboxkey12")
 T0 = 1_750_000_000.0
@@ -25,23 +26,10 @@ CONFIRM_S = 2.0
 AMOUNT = Fen(1250)
 
 
-class Clock:
-    """The simulator's time, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def code(ending: str) -> str:
     return "13456789012345" + ending
 
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
