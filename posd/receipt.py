@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Literal
 
+from posd.channels import BEIJING
 from posd.codes import CHANNEL_LABELS
 from posd.layout import Element, Line, Qr, as_text, centred, pair, rule, title_size, wrap
 from posd.layout import width as width
@@ -23,9 +24,6 @@ from posd.money import Fen, format_yuan
 from posd.sale import Sale, State
 
 Language = Literal["en", "zh"]
-
-#: Receipts show China Standard Time whatever the host's zone (the channels' own time).
-CST = timezone(timedelta(hours=8), "CST")
 
 TITLES = {
     State.PAID: "PAID",
@@ -90,7 +88,8 @@ def local_time(epoch: float | None) -> str:
     """``YYYY-MM-DD HH:MM:SS`` in China Standard Time, ``-`` for None."""
     if epoch is None:
         return "-"
-    return datetime.fromtimestamp(epoch, CST).strftime("%Y-%m-%d %H:%M:%S")
+    # Whatever the host's zone: the channels' own time.
+    return datetime.fromtimestamp(epoch, BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def heading(header: Header, columns: int) -> list[Element]:

@@ -9,10 +9,15 @@ reset, 5xx, garbage or a bad signature is ``Unknown(may_have_arrived=True)``.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from datetime import timedelta, timezone
+from typing import ClassVar, Final, Protocol
 
 from posd.money import Fen
 from posd.sale import ChannelResult
+
+#: The channels' own time (timestamps, bills, trade times), also printed on receipts.
+#: China has kept UTC+8 without daylight saving since 1991: a fixed offset is exact.
+BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
 class Channel(Protocol):

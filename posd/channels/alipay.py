@@ -27,15 +27,15 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import ClassVar, Final
 from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from posd.channels import BEIJING, transport
 from posd.channels import alipay_codes as codes
 from posd.channels import alipay_wire as wire
-from posd.channels import transport
 from posd.codes import mask
 from posd.config import AlipayConfig, read_secret
 from posd.errors import AmountError, ConfigError
@@ -48,8 +48,6 @@ PAY: Final = "alipay.trade.pay"
 QUERY: Final = "alipay.trade.query"
 CANCEL: Final = "alipay.trade.cancel"
 SUBJECT_MAX: Final = 256  # trade.pay ``subject`` String(256)
-#: China has kept UTC+8 without daylight saving since 1991: a fixed offset is exact.
-BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
 _STRING_TO_SIGN: Final = re.compile(r"[，,]?\s*(网关生成的)?验签字符串.*", re.DOTALL)
 
 

@@ -22,12 +22,13 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Final
 from urllib.parse import parse_qsl
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from posd.channels import BEIJING
 from posd.channels import alipay_wire as wire
 from posd.channels.simulator.gateway import Reply, Request, Tamper
 from posd.channels.simulator.ledger import (
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL: Final = "alipay"
 PATH: Final = "/gateway.do"
-BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
 #: Alipay's tolerance is not documented (channels.md §6); 15 min is lenient and still catches
 #: a till that sends its local time from outside UTC+8.
 TIMESTAMP_SKEW_S: Final = 15 * 60

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from posd.channels import BEIJING
 from posd.channels.simulator.gateway import Reply, Request, Tamper
 from posd.channels.simulator.ledger import (
     Ledger,
@@ -32,7 +33,7 @@ from posd.channels.simulator.ledger import (
     TradeState,
     Violation,
 )
-from posd.channels.simulator.wechat_bill import BEIJING, BILL_TYPES, parse_bill_date, render_bill
+from posd.channels.simulator.wechat_bill import BILL_TYPES, parse_bill_date, render_bill
 from posd.channels.wechat_wire import SIGN_TYPES, WireError, from_xml, sign, to_xml, verify
 from posd.money import Fen
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 
+from posd.channels import BEIJING
 from posd.channels.simulator.ledger import Trade, TradeState
 from posd.money import Fen, format_yuan
 
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 BILL_TYPES = ("ALL", "SUCCESS", "REFUND")
 
 DETAIL_HEADER = (
