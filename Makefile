@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/hq_sync.py
 	$(BIN)/python bench/z_report.py
 	$(BIN)/python bench/idle.py
+
+# The long runs: a year-old till (730,000 sales) besides everything `make bench` runs.
+bench-full: bench
+	$(BIN)/python bench/year_till.py
 
 clean:
 	rm -rf $(VENV) posd-demo .pytest_cache

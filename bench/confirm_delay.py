@@ -143,7 +143,7 @@ def scaled(policy: Policy, scale: float) -> Policy:
         pay_retry_delay_s=policy.pay_retry_delay_s * scale,
         min_reverse_delay_s=policy.min_reverse_delay_s * scale,
         reverse_backoff_s=tuple(s * scale for s in policy.reverse_backoff_s),
-        recall_delay_s=policy.recall_delay_s * scale,
+        late_trade_s=policy.late_trade_s * scale,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -27,14 +28,16 @@ EX_DATAERR, EX_UNAVAILABLE, EX_CONFIG = 65, 69, 78
 
 
 def setup_logging(level: int = logging.INFO, log_file: Path | None = None, *,
-                  json_stderr: bool = False, json_file: Path | None = None) -> None:
+                  json_stderr: bool = False, json_file: Path | None = None,
+                  stderr_level: int | None = None) -> None:
     """stderr for journald (text, or JSON lines); optionally a text file (the demo keeps the
     console for people) and/or a JSON-lines file. Every handler redacts (posd.logs)."""
     from posd import logs
 
     root = logging.getLogger()
     root.handlers.clear()
-    root.addHandler(logs.handler(sys.stderr, as_json=json_stderr, level=level))
+    root.addHandler(logs.handler(sys.stderr, as_json=json_stderr,
+                                 level=level if stderr_level is None else stderr_level))
     root.setLevel(min(level, logging.INFO))
     logging.captureWarnings(True)  # warnings too go through the handlers (and the redactor)
     if log_file is not None:
@@ -157,6 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `posd sales --json | head`: the reader has gone, which is not an error to report.
+        # stdout is pointed at /dev/null so that the interpreter's final flush is quiet too
+        # (the Python docs' recipe, "Note on SIGPIPE"); 141 is what a shell shows for it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except InputError as err:
         print(f"posd: {err}", file=sys.stderr)
         return EX_DATAERR
@@ -215,9 +225,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _log_as_configured(config: Any) -> None:
     """``[log]``: level, stderr format, JSON-lines file (an unusable file is a config error)."""
-    from posd.logs import log_uncaught
+    from posd.logs import log_uncaught, use_code_rules
 
     log_uncaught()
+    use_code_rules(config.codes.prefix_rules)
     level = logging.getLevelNamesMapping()[config.log.level.upper()]
     try:
         setup_logging(level, json_stderr=config.log.format == "json",

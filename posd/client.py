@@ -19,11 +19,13 @@ FINAL = {"paid", "declined", "reversed", "cancelled", "needs_attention"}
 
 
 class ApiError(PosdError):
-    """The daemon refused the request or could not be reached; carries the exit code."""
+    """The daemon refused the request or could not be reached; carries the exit code (and,
+    for a long-poll answered 503 at shutdown, the sale as it stood)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, sale: Any = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.sale = sale
 
 
 class PinnedCertificate(HTTPAdapter):
@@ -75,13 +77,16 @@ class ApiClient:
         except requests.Timeout as err:
             raise ApiError(f"posd at {self._base} did not answer in time", 69) from err
         if response.status_code >= 400:
+            sale = None
             try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
+                body = response.json()
+                detail = body.get("detail", response.text)
+                sale = body.get("sale")
+            except (ValueError, AttributeError):
                 detail = response.text
             # 409/422: the request itself is wrong; 503: posd is stopping, try again shortly.
             code = {409: 65, 422: 65, 503: 69}.get(response.status_code, 1)
-            raise ApiError(f"{response.status_code}: {detail}", code)
+            raise ApiError(f"{response.status_code}: {detail}", code, sale)
         return response.json()
 
     def create_sale(self, amount: int, *, code: str | None, order: str | None) -> Any:
@@ -119,27 +124,96 @@ class ApiClient:
         self._session.close()
 
 
+#: ``posd charge``'s exit codes (docs/cli.md): paid, not paid, needs attention, and "not
+#: known yet" -- posd stopped or could not be reached while the sale was still in flight.
+EXIT_PAID, EXIT_NOT_PAID, EXIT_ATTENTION, EXIT_NOT_KNOWN_YET = 0, 1, 3, 75
+
+
+class Display:
+    """What the cashier sees while a sale is followed: on a terminal one line redrawn in
+    place with the seconds left before the reverse; otherwise a plain line per change."""
+
+    def __init__(self, stream: Any, *, live: bool | None = None,
+                 clock: Any = None) -> None:
+        import time
+
+        self._stream = stream
+        self._live = stream.isatty() if live is None else live
+        self._clock = clock or time.time
+        self._last = ""
+        self._width = 0
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    def line(self, sale: Any) -> str:
+        text = f"sale {sale['id']}: {sale['state']} - {sale['message']}"
+        left = seconds_left(sale, self._clock())
+        if left is not None:
+            text += f" ({left} s before posd reverses it)"
+        return text
+
+    def show(self, sale: Any) -> None:
+        text = self.line(sale)
+        if text == self._last:
+            return
+        if self._live:
+            pad = " " * max(0, self._width - len(text))
+            self._stream.write(f"\r{text}{pad}")
+            self._width = len(text)
+        else:
+            self._stream.write(text + "\n")
+        self._stream.flush()
+        self._last = text
+
+    def done(self) -> None:
+        if self._live and self._last:
+            self._stream.write("\n")
+            self._stream.flush()
+        self._last = ""
+
+
+def seconds_left(sale: Any, now: float) -> int | None:
+    """Whole seconds until posd reverses a sale still being paid, or None."""
+    from datetime import datetime
+
+    at = sale.get("deadline_at")
+    if sale["state"] not in ("paying", "confirming") or not at:
+        return None
+    deadline = at if isinstance(at, int | float) else datetime.fromisoformat(at).timestamp()
+    return max(0, int(deadline - now + 0.999))
+
+
 def charge(client: ApiClient, amount_text: str, *, code: str | None, order: str | None,
-           as_json: bool) -> int:
-    """Create a sale and follow it to a final state. 0 paid, 1 not paid, 3 needs attention."""
+           as_json: bool, display: Display | None = None) -> int:
+    """Create a sale and follow it to a final state. Exit codes: ``EXIT_*`` above."""
     import json
 
     amount = parse_yuan(amount_text)
     sale = client.create_sale(amount, code=code, order=order)
-    _show(sale, as_json)
+    display = display or Display(sys.stderr if as_json else sys.stdout)
+    display.show(sale)
     while sale["state"] not in FINAL:
-        before = (sale["state"], sale["message"])
-        sale = client.wait(sale["id"], sale["state"])
-        if (sale["state"], sale["message"]) != before:
-            _show(sale, as_json)
+        try:
+            # On a terminal, wake every second to count down; else only on a change.
+            sale = client.wait(sale["id"], sale["state"], 1.0 if display.live else 25.0)
+        except ApiError as err:
+            # Whatever went wrong while following a sale that exists (posd stopping, gone,
+            # an error), its outcome is not known here: never say "not paid".
+            display.done()
+            stuck = getattr(err, "sale", None) or sale
+            print(f"not known yet: posd keeps working on sale {sale['id']} (last seen "
+                  f"{stuck['state']}: {stuck['message']}); do not take another payment for "
+                  f"it -- follow it with `posd sales` or GET /v1/sales/{sale['id']} "
+                  f"({err})", file=sys.stderr, flush=True)
+            return EXIT_NOT_KNOWN_YET
+        display.show(sale)
+    display.done()
     if as_json:
         print(json.dumps(sale, ensure_ascii=False, indent=2))
-    return {"paid": 0, "needs_attention": 3}.get(sale["state"], 1)
-
-
-def _show(sale: Any, as_json: bool) -> None:
-    stream = sys.stderr if as_json else sys.stdout
-    print(f"sale {sale['id']}: {sale['state']} - {sale['message']}", file=stream, flush=True)
+    return {"paid": EXIT_PAID, "needs_attention": EXIT_ATTENTION}.get(sale["state"],
+                                                                        EXIT_NOT_PAID)
 
 
 def print_sales(sales: list[Any]) -> None:

@@ -40,6 +40,21 @@ def _ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def is_product_barcode(code: str) -> bool:
+    """An EAN-8, UPC-A (12) or EAN-13 number with a valid GS1 check digit: what a scanner reads
+    off the goods on the counter (a Chinese one starts 690-699).
+
+    >>> is_product_barcode("6901234567892"), is_product_barcode("6901234567891")
+    (True, False)
+    """
+    if len(code) not in (8, 12, 13) or not _ascii_digits(code):
+        return False
+    digits = [int(d) for d in code]
+    body, check = digits[:-1], digits[-1]
+    total = sum(d * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    return (10 - total % 10) % 10 == check
+
+
 def classify(code: str, rules: Iterable[PrefixRule] = DEFAULT_RULES) -> str:
     """Return the channel a scanned code belongs to, or raise CodeError with a cashier's reason."""
     if not code:
@@ -52,6 +67,11 @@ def classify(code: str, rules: Iterable[PrefixRule] = DEFAULT_RULES) -> str:
     for rule in rules:
         if rule.matches(code):
             return rule.channel
+    if is_product_barcode(code):
+        raise CodeError(
+            "this is a product barcode (EAN/UPC), not a payment code: ask the customer to open "
+            "the payment code (付款码) in WeChat or Alipay and scan that"
+        )
     raise CodeError(
         f"this {len(code)}-digit code is not a WeChat Pay, Alipay or UnionPay payment code: "
         "ask the customer to open the payment code (付款码) and scan again"

@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -62,6 +63,22 @@ class StoreConfig(_Model):
     name: str = Field(min_length=1, max_length=64)
     terminal_id: str = Field(pattern=r"^[0-9A-Za-z]{1,6}$")
     address: str = ""
+    #: DESIGN §2 rule 9: every time a person reads, business days, reports, HQ day totals
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. "
+                             "'Asia/Shanghai')") from err
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 class PaymentConfig(_Model):
@@ -73,6 +90,8 @@ class PaymentConfig(_Model):
     debounce_s: float = Field(default=2.0, ge=0, le=30)
     #: a code read longer ago than this is stale and dropped.
     max_code_age_s: float = Field(default=5.0, gt=0, le=60)
+    #: a sale still waiting for a code this long after it was created is cancelled by posd
+    awaiting_code_s: float = Field(default=600.0, ge=10, le=86400)
 
 
 class DatabaseConfig(_Model):

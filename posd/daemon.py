@@ -45,7 +45,7 @@ def build_channels(config: Config) -> dict[str, Channel]:
 
 def header_for(config: Config) -> receipt.Header:
     return receipt.Header(config.store.name, config.store.id, config.store.terminal_id,
-                          config.store.address)
+                          config.store.address, config.store.tz)
 
 
 @dataclass
@@ -70,15 +70,18 @@ class Daemon:
     def build(cls, config: Config, *, receipts_to: TextIO | None = None,
               notifier: Notifier | None = None) -> Daemon:
         token = read_api_token(config)
-        store = Store.open(config.database.path)
+        # No HQ, no outbox: a till that never syncs must not grow one forever.
+        store = Store.open(config.database.path, outbox=bool(config.hq.url))
         engine = Engine(config, store, build_channels(config))
         printing = Printing.from_config(config, store, receipts_to or sys.stdout)
         if printing is not None:
             printing.attach(engine)  # queues receipts (a console prints at once); health
-        reports = daily_reports(store, config.report.business_day_cutoff_hour)
+        tz = config.store.tz  # DESIGN §2 rule 9: one zone for every time a person reads
+        reports = daily_reports(store, config.report.business_day_cutoff_hour, tz)
         tls = ((str(config.api.tls_cert_file), str(config.api.tls_key_file))
                if config.api.tls else None)
-        api = ApiServer(create_app(engine, token, daily=reports), config.api.host,
+        api = ApiServer(create_app(engine, token, store_timezone=tz, daily=reports),
+                        config.api.host,
                         config.api.port, tls=tls)
         readers = open_scanners(config.all_scanners, engine.scan)
         for reader in readers:

@@ -38,7 +38,8 @@ from posd.channels.simulator import (
 )
 from posd.errors import PosdError, UnavailableError
 from posd.money import format_yuan, parse_yuan
-from posd.sale import Sale
+from posd.client import Display, seconds_left
+from posd.sale import Sale, State
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,8 @@ def make_simulator(box: Sandbox, **options: Any) -> Simulator:
         alipay=make_alipay_keys(box.alipay_keys.directory, reuse=True).sandbox(box.alipay_app_id),
         port=box.simulator_port,
         tls=make_test_pki(box.pki.directory, reuse=True).server_tls(),
+        # Kept on disk: a sale resumed after the demo restarts finds its trade.
+        ledger_file=box.data / "simulator-ledger.json",
         **options,
     )
 
@@ -218,6 +221,7 @@ def start_simulator(box: Sandbox, **options: Any) -> Simulator:
 
 def _banner(box: Sandbox, api_port: int, sim: Simulator) -> str:
     rows = "\n".join(f"    {ends:10} {what}" for ends, what in SANDBOX_CODES)
+    posd = _posd_command()
     return f"""
 posd demo — everything runs on this machine; no real money moves.
   API        http://127.0.0.1:{api_port}   (OpenAPI at /docs)
@@ -230,28 +234,44 @@ posd demo — everything runs on this machine; no real money moves.
 Sandbox payment codes (WeChat: 18 digits starting 10-15, e.g. {EXAMPLE_WECHAT};
 Alipay: 16-24 digits starting 25-30, e.g. {EXAMPLE_ALIPAY}), by their last four digits:
 {rows}
-From another terminal:  posd charge 12.50 --code {EXAMPLE_WECHAT} -c {box.config_path}
-                        posd charge 12.50 --code {EXAMPLE_ALIPAY} -c {box.config_path}
+From another terminal:  {posd} charge 12.50 --code {EXAMPLE_WECHAT} -c {box.config_path}
+                        {posd} charge 12.50 --code {EXAMPLE_ALIPAY} -c {box.config_path}
 """
 
 
+class _EchoLine(Display):
+    def line(self, sale: Any) -> str:
+        text = f"  sale {sale['id']} [{sale['state']}] {sale['message']}"
+        left = seconds_left(sale, self._clock())
+        return text if left is None else f"{text} ({left} s before posd reverses it)"
+
+
 class StateEcho:
-    """Engine listener: one line per change of state or message.
+    """Engine listener: the sale's state as it changes. On a terminal one line redrawn in
+    place, with the seconds left before the reverse; otherwise a plain line per change.
 
     The console waits on it (:meth:`wait_final`) so that its next prompt comes after the
-    receipt and the final line, not in the middle of them.
+    final line and the receipt, not in the middle of them; meanwhile it redraws the line
+    every second so that the countdown moves.
     """
 
-    def __init__(self) -> None:
-        self._seen: dict[int, tuple[str, str]] = {}
+    def __init__(self, stream: IO[str] | None = None, *, live: bool | None = None) -> None:
+        self._display = _EchoLine(stream or sys.stdout, live=live)
+        self._latest: dict[int, Sale] = {}
         self._final = threading.Condition()
         self._finals: set[int] = set()
 
     def __call__(self, sale: Sale) -> None:
-        key = (sale.state.value, sale.message)
-        if self._seen.get(sale.id) != key:
-            self._seen[sale.id] = key
-            print(f"  sale {sale.id} [{sale.state}] {sale.message}", flush=True)
+        """Registered first: the line is drawn before the receipt prints."""
+        with self._final:
+            self._latest[sale.id] = sale
+            self._display.show(_shown(sale))
+            if sale.final:
+                self._display.done()
+
+    def after(self, sale: Sale) -> None:
+        """Registered last: a final sale is done once every other listener (the receipt)
+        has run, and the console's next prompt may come."""
         if sale.final:
             with self._final:
                 self._finals.add(sale.id)
@@ -262,10 +282,32 @@ class StateEcho:
         with self._final:
             while sale_id not in self._finals:
                 if stopped.is_set():
+                    self._display.done()
                     return False
-                # stop() does not notify this condition: look at the event now and then.
-                self._final.wait(0.5)
+                # stop() does not notify this condition: look at the event every second,
+                # and move the countdown meanwhile.
+                self._final.wait(1.0)
+                sale = self._latest.get(sale_id)
+                if sale is not None and not sale.final:
+                    self._display.show(_shown(sale))
             return True
+
+
+def _shown(sale: Sale) -> dict[str, Any]:
+    return {"id": sale.id, "state": sale.state.value, "message": sale.message,
+            "deadline_at": sale.deadline_at}
+
+
+def _posd_command() -> str:
+    """How to run posd from another terminal: the venv's own script (``.venv/bin/posd``
+    after ``make demo``), relative to here when it is below, else ``python -m posd``."""
+    script = Path(sys.executable).parent / "posd"
+    if not script.exists():
+        return f"{sys.executable} -m posd"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def run_demo(data: Path, api_port: int | None = None) -> int:
@@ -278,7 +320,10 @@ def _run_demo(data: Path, api_port: int | None) -> int:
     from posd.daemon import Daemon
 
     box = provision(data, api_port)
-    setup_logging(logging.WARNING, box.data / "posd.log")
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    # At the console every log line goes to the file, none over the cashier's prompt.
+    setup_logging(logging.WARNING, box.data / "posd.log",
+                  stderr_level=logging.CRITICAL + 1 if interactive else None)
     config = config_mod.load(box.config_path)
     try:
         sim = start_simulator(box)
@@ -288,9 +333,9 @@ def _run_demo(data: Path, api_port: int | None) -> int:
     try:
         daemon = Daemon.build(config, receipts_to=sys.stdout)
         echo = StateEcho()
-        daemon.engine.add_listener(echo)
+        daemon.engine.add_listener(echo, first=True)  # the final line before the receipt
+        daemon.engine.add_listener(echo.after)  # the next prompt after it
         _stop_on_signals(daemon)
-        interactive = sys.stdin is not None and sys.stdin.isatty()
         try:
             daemon.start(scanner_stream=None)
         except OSError as err:
@@ -339,12 +384,9 @@ def _console(daemon: Any, echo: StateEcho) -> None:
             except PosdError as err:  # a bad amount; or posd is stopping
                 print(f"  {err}", flush=True)
                 continue
-            print(f"  sale {sale.id}: {format_yuan(sale.amount)} yuan — scan or type the customer's code")
-            code = input("Payment code: ").strip()
-            if _scan(engine, code) is not None:
-                echo.wait_final(sale.id, daemon.stopped)
-            else:
-                engine.cancel(sale.id)
+            print(f"  sale {sale.id}: {format_yuan(sale.amount)} yuan — scan or type the "
+                  "customer's code (c cancels the sale)")
+            _take_code(daemon, echo, sale)
     except EOFError:
         print("\nend of input")
     except PosdError as err:  # the store closed under us (stopping) or became unusable
@@ -352,6 +394,27 @@ def _console(daemon: Any, echo: StateEcho) -> None:
             log.error("console stopped: %s", err)
             print(f"\n  console stopped: {err}", flush=True)
     daemon.stopped.set()
+
+
+def _take_code(daemon: Any, echo: StateEcho, sale: Sale) -> None:
+    """Read codes until one is taken or the cashier cancels. A misscan (an empty line, a
+    product barcode, a short code) is refused with its sentence and the sale keeps waiting:
+    it is never cancelled for a bad scan (DESIGN §2 rule 7)."""
+    engine = daemon.engine
+    while not daemon.stopped.is_set():
+        code = input("Payment code: ").strip()
+        current = engine.get(sale.id)
+        if current.state is not State.AWAITING_CODE:  # expired, or the register cancelled it
+            print(f"  sale {sale.id} is {current.state}: {current.message}", flush=True)
+            return
+        if code.lower() in ("c", "cancel"):
+            engine.cancel(sale.id)
+            return
+        if _scan(engine, code) is not None:
+            echo.wait_final(sale.id, daemon.stopped)
+            return
+        print(f"  sale {sale.id} is still waiting: scan the customer's code again "
+              "(c cancels the sale)", flush=True)
 
 
 def _scan(engine: Any, code: str) -> Sale | None:

@@ -36,6 +36,7 @@ from posd.doctor_checks import (
     Result,
     check_channels,
     check_clock,
+    check_timezone,
     check_hq,
     check_printer,
     check_scanners,
@@ -193,6 +194,7 @@ def run_checks(path: Path) -> list[Check]:
     checks += check_scanners(config, health)
     checks.append(check_printer(config))
     checks += check_channels(config)
+    checks.append(check_timezone(config))
     checks.append(check_clock(config))
     checks.append(check_hq(config))
     return checks

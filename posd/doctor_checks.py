@@ -16,7 +16,7 @@ import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -346,6 +346,23 @@ def server_skew(url: str, verify: str | bool) -> float | None:
     return None
 
 
+def check_timezone(config: Config, now: float | None = None,
+                   host: tzinfo | None = None) -> Check:
+    """``store.timezone`` against the host's zone: posd uses the former for everything a
+    person reads, but other programs on the till (and its log's timestamps) use the latter."""
+    now = time.time() if now is None else now
+    zone = config.store.tz
+    here = datetime.fromtimestamp(now, UTC).astimezone(host)
+    there = datetime.fromtimestamp(now, zone)
+    if here.utcoffset() == there.utcoffset():
+        return ok("timezone", f"{config.store.timezone} (the host's zone has the same offset)")
+    return warn("timezone", f"the host's zone ({here.tzname()}, UTC{here:%z}) is not "
+                f"store.timezone {config.store.timezone} (UTC{there:%z}): posd's receipts, "
+                "reports and business days follow store.timezone, the host's logs and other "
+                "programs do not", f"timedatectl set-timezone {config.store.timezone}, or set "
+                "store.timezone to where the shop is")
+
+
 def check_clock(config: Config) -> Check:
     for url, verify in _endpoints(config):
         skew = server_skew(url, verify)
@@ -373,7 +390,7 @@ def check_hq(config: Config) -> Check:
         token = read_secret(hq.token_file, "hq.token_file").decode("utf-8", "replace").strip()
     except ConfigError as err:
         return fail("hq", str(err), "put HQ's token in hq.token_file (mode 0600)")
-    day = datetime.now(UTC).astimezone().date().isoformat()
+    day = datetime.now(config.store.tz).date().isoformat()
     url = f"{hq.url}/v1/stores/{config.store.id}/days/{day}"
     try:
         with requests.Session() as http:

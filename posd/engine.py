@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[Sale], None]
 
+#: A sale still reversing this long after its pay call makes /v1/health say degraded.
+REVERSING_LONG_S = 300.0
+
 
 @dataclass(frozen=True, slots=True)
 class ScanOutcome:
@@ -49,13 +52,14 @@ class ScanOutcome:
 
 def policies_for(config: Config) -> dict[str, Policy]:
     """Per-channel timing from config."""
-    base = Policy(deadline_s=config.payment.deadline_s)
-    if config.payment.query_intervals_s:
-        base = replace(base, query_intervals_s=config.payment.query_intervals_s)
-    return {
-        "wechat": replace(base, min_reverse_delay_s=machine.WECHAT_POLICY.min_reverse_delay_s),
-        "alipay": base,
-    }
+    policies = {"wechat": machine.WECHAT_POLICY, "alipay": machine.ALIPAY_POLICY}
+    found = {}
+    for name, policy in policies.items():
+        policy = replace(policy, deadline_s=config.payment.deadline_s)
+        if config.payment.query_intervals_s:
+            policy = replace(policy, query_intervals_s=config.payment.query_intervals_s)
+        found[name] = policy
+    return found
 
 
 def describe(result: ChannelResult) -> str:
@@ -104,9 +108,13 @@ class Engine:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(sale)`` after every committed change (from a worker thread)."""
-        self._listeners.append(listener)
+    def add_listener(self, listener: Listener, *, first: bool = False) -> None:
+        """Call ``listener(sale)`` after every committed change (from a worker thread);
+        ``first``: before the listeners added so far."""
+        if first:
+            self._listeners.insert(0, listener)
+        else:
+            self._listeners.append(listener)
 
     def add_health_probe(self, name: str, probe: Callable[[], dict[str, Any]]) -> None:
         """Add ``name: probe()`` to :meth:`health` (scanner, printer, HQ sync, ...).
@@ -154,6 +162,11 @@ class Engine:
             channel.close()
 
     @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` began: long-polls answer at once, new sales are refused."""
+        return self._stopping.is_set()
+
+    @property
     def enabled_channels(self) -> tuple[str, ...]:
         return tuple(self._channels)
 
@@ -171,7 +184,9 @@ class Engine:
         """Create a sale (and pay at once when ``auth_code`` is given). Returns (sale, created).
 
         Raises InputError for a bad amount or code (nothing is recorded), ConflictError when
-        the order already has a paid or unresolved sale.
+        the order already has a paid or unresolved sale, or when the sale would wait for a
+        scan while another one already waits (DESIGN §2 rule 7: a scan pays only the sale the
+        cashier means).
         """
         self._refuse_if_stopping()
         fen = check_fen(amount)
@@ -194,7 +209,8 @@ class Engine:
 
         with self._cond:
             sale, created = self._store.create_sale(
-                make, order_ref=order_ref, idempotency_key=idempotency_key)
+                make, order_ref=order_ref, idempotency_key=idempotency_key,
+                awaiting=channel is None)
             self._cond.notify_all()
         if created:
             log.info("sale %d created: %s fen, order %s, %s", sale.id, sale.amount, order_ref,
@@ -218,6 +234,20 @@ class Engine:
             worker[1].set()
         if new != sale:
             self._notify(new)
+        return new
+
+    def expire(self, sale_id: int) -> Sale:
+        """A sale nobody scanned a code for within ``payment.awaiting_code_s``: cancelled."""
+        with self._cond:
+            sale = self._store.get(sale_id)
+            if sale.state is not State.AWAITING_CODE:
+                return sale
+            minutes = self._config.payment.awaiting_code_s / 60
+            new = machine.expire(sale, self._clock(), f"{minutes:g} min")
+            self._store.save(new, None, "no code scanned in time")
+            self._cond.notify_all()
+        log.info("sale %d cancelled: no payment code within %g min", sale_id, minutes)
+        self._notify(new)
         return new
 
     def get(self, sale_id: int) -> Sale:
@@ -280,8 +310,12 @@ class Engine:
             waiting = self._store.find(states=(State.AWAITING_CODE,))
             if not waiting:
                 return ScanOutcome(False, "no sale is waiting for a payment code; enter the amount first")
+            if len(waiting) > 1:  # only a store written before rule 7 can hold several
+                ids = ", ".join(str(s.id) for s in waiting)
+                return ScanOutcome(False, f"several sales ({ids}) wait for a code; cancel all "
+                                   "but the one the customer is paying")
             now = self._clock()
-            sale = machine.start_pay(waiting[-1], channel, mask(code), now, self._policies[channel])
+            sale = machine.start_pay(waiting[0], channel, mask(code), now, self._policies[channel])
             sale = self._store.save(sale, None, f"code scanned ({CHANNEL_LABELS[channel]})")
             self._cond.notify_all()
         self._spawn(sale.id, code)
@@ -397,8 +431,8 @@ class Engine:
         now = self._clock()
         for sale in self._store.unfinished():
             if sale.state is State.AWAITING_CODE:
-                if now - sale.created_at > 15 * 60:
-                    self.cancel(sale.id)
+                if now - sale.created_at > self._config.payment.awaiting_code_s:
+                    self.expire(sale.id)
                 continue
             with self._cond:
                 worker = self._workers.get(sale.id)
@@ -407,13 +441,23 @@ class Engine:
                 self._spawn(sale.id, None)
 
     def health(self) -> dict[str, Any]:
-        """What is degraded, for /v1/health."""
-        attention = self._store.find(states=(State.NEEDS_ATTENTION,))
-        in_flight = self._store.find(states=(State.PAYING, State.CONFIRMING, State.REVERSING))
+        """What is degraded, for /v1/health. Reads only the open sales (a partial index) and
+        the backlog counters: the same cost on an empty store and a year-old one."""
+        now = self._clock()
+        attention = self._store.find(states=(State.NEEDS_ATTENTION,), peek=True)
+        in_flight = self._store.find(states=(State.PAYING, State.CONFIRMING, State.REVERSING),
+                                     peek=True)
         backlog = self._store.outbox_backlog()
+        stuck = [s for s in in_flight if s.state is State.REVERSING
+                 and now - (s.pay_sent_at or s.created_at) > REVERSING_LONG_S]
         degraded = []
         if attention:
-            degraded.append(f"{len(attention)} sale(s) need attention")
+            ids = ", ".join(str(s.id) for s in attention[:20])
+            degraded.append(f"{len(attention)} sale(s) need attention: {ids}")
+        if stuck:
+            ids = ", ".join(str(s.id) for s in stuck[:20])
+            degraded.append(f"{len(stuck)} sale(s) reversing for more than "
+                            f"{REVERSING_LONG_S / 60:g} min: {ids}")
         if self.fatal.is_set():
             degraded.append(f"database: {self.fatal_reason}")
         extra = {}
@@ -430,6 +474,7 @@ class Engine:
             "channels": list(self._channels),
             "in_flight": len(in_flight),
             "needs_attention": [s.id for s in attention],
+            "reversing_long": [s.id for s in stuck],
             "hq_backlog": backlog,
             "last_scan": self._last_scan,
         }

@@ -33,15 +33,37 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from posd.codes import DEFAULT_RULES, mask
+from collections.abc import Iterable
+
+from posd.codes import DEFAULT_RULES, PrefixRule, mask
 
 #: Shown instead of a secret.
 HIDDEN = "[secret]"
 #: Secrets (and lines of a key) shorter than this are not searched for: a 3-character
 #: "secret" would blank out ordinary words, and is no secret anyway.
 MIN_SECRET = 8
-_PREFIXES = "|".join(sorted({p for rule in DEFAULT_RULES for p in rule.prefixes}))
-_CODE = re.compile(rf"(?<![0-9A-Za-z])(?:{_PREFIXES})[0-9]{{14,22}}(?![0-9])")
+
+
+def _code_pattern(rules: Iterable[PrefixRule]) -> re.Pattern[str]:
+    """Runs of digits that start with a payment-code prefix, as long as such codes are."""
+    rules = tuple(rules)
+    prefixes = "|".join(sorted({p for rule in rules for p in rule.prefixes}, key=len,
+                               reverse=True))
+    # Digits after the prefix: from the shortest rule's rest to the longest's (16-24 by
+    # default, so 14-22 after a two-digit prefix).
+    shortest = min(rule.min_length - max(len(p) for p in rule.prefixes) for rule in rules)
+    longest = max(rule.max_length - min(len(p) for p in rule.prefixes) for rule in rules)
+    return re.compile(rf"(?<![0-9A-Za-z])(?:{prefixes})[0-9]{{{max(shortest, 1)},{longest}}}"
+                      r"(?![0-9])")
+
+
+_CODE = _code_pattern(DEFAULT_RULES)
+
+
+def use_code_rules(rules: Iterable[PrefixRule]) -> None:
+    """Mask codes of the configured ``[[codes.rules]]`` too (the built-in ones always)."""
+    global _CODE  # noqa: PLW0603 - one pattern for every handler, set once at start-up
+    _CODE = _code_pattern((*DEFAULT_RULES, *rules))
 
 
 class SecretRegistry:
@@ -158,6 +180,9 @@ def handler(stream: TextIO | None = None, *, path: Path | None = None, as_json: 
     made: logging.Handler
     formatter: logging.Formatter
     if path is not None:
+        # Private from the first byte, whatever the umask: log lines name sales and trades.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        os.chmod(path, 0o600)
         made = logging.FileHandler(path, encoding="utf-8")
         formatter = JsonLines() if as_json else logging.Formatter(PLAIN)
     else:

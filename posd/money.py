@@ -14,7 +14,9 @@ Fen = NewType("Fen", int)
 MAX_FEN: Fen = Fen(100_000_000)
 
 # ASCII digits only: str.isdigit() and \d would accept full-width "０.５" and other scripts.
-_YUAN = re.compile(r"(0|[1-9][0-9]{0,8})(?:\.([0-9]{1,2}))?", re.ASCII)
+#: Any number of whole yuan (bounded only so that a pasted page is not an int): an amount
+#: over the limit is refused by check_fen with the limit, not as "not an amount".
+_YUAN = re.compile(r"(0|[1-9][0-9]{0,29})(?:\.([0-9]{1,2}))?", re.ASCII)
 
 
 def parse_yuan(text: str) -> Fen:

@@ -17,7 +17,7 @@ import json
 import sys
 import time
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +41,17 @@ def open_store(config: Config) -> Store:
     return Store.open(path)
 
 
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).astimezone().isoformat()
+def _iso(epoch: float | None, tz: tzinfo | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).astimezone(tz).isoformat()
 
 
-def report_json(daily: report.DailyReport) -> dict[str, Any]:
+def report_json(daily: report.DailyReport, tz: tzinfo | None = None) -> dict[str, Any]:
     """GET /v1/reports/daily's JSON, plus the kind (Z or X), the day's bounds and the
     needs_attention sales' order numbers."""
     from posd.api import report_out  # the API's model is the JSON contract
 
     return report_out(daily).model_dump(mode="json") | {
-        "kind": daily.kind, "since": _iso(daily.since), "until": _iso(daily.until),
+        "kind": daily.kind, "since": _iso(daily.since, tz), "until": _iso(daily.until, tz),
         "attention": [{"id": a.id, "out_trade_no": a.out_trade_no, "channel": a.channel,
                        "amount": int(a.amount)} for a in daily.attention],
     }
@@ -91,7 +91,7 @@ def report_command(config: Config, *, day: str | None, fmt: str, to_printer: boo
         daily = load_report(store, report.parse_day(day) if day else None,
                             cutoff_hour=paper.cutoff_hour, tz=paper.tz, now=now)
         if fmt == "json":
-            print(json.dumps(report_json(daily), ensure_ascii=False, indent=2))
+            print(json.dumps(report_json(daily, paper.tz), ensure_ascii=False, indent=2))
         elif fmt == "csv":
             sys.stdout.write(report.as_csv(daily))
         else:

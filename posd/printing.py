@@ -64,7 +64,8 @@ class Paper:
     @classmethod
     def from_config(cls, config: Config, tz: tzinfo | None = None) -> Paper:
         store = config.store
-        header = receipt.Header(store.name, store.id, store.terminal_id, store.address)
+        tz = tz or store.tz
+        header = receipt.Header(store.name, store.id, store.terminal_id, store.address, tz)
         return cls(header, config.receipt, config.report.business_day_cutoff_hour, tz)
 
     @property
@@ -77,6 +78,9 @@ def load_report(store: Store, day: date | None, *, cutoff_hour: int, tz: tzinfo 
     """The report of business ``day`` (None: the current one), summed by SQLite."""
     day = day or report.business_day(now, tz, cutoff_hour)
     since, until = report.day_bounds(day, tz, cutoff_hour)
+    if since > now:
+        raise InputError(f"business day {day} has not begun yet: there is no report for it "
+                         "(ask for today's X-report, or a past day's Z-report)")
     attention = store.find(since=since, until=until, states=(State.NEEDS_ATTENTION,))
     return report.from_totals(day, store.sale_totals(since, until), attention, since=since,
                               until=until, complete=now >= until)
@@ -326,8 +330,9 @@ class Printing:
 
     def health(self) -> dict[str, Any]:
         """The ``printer`` entry of /v1/health; ``degraded`` when a person should look."""
-        queued = self._store.print_jobs(JobState.QUEUED)
-        given_up = self._store.print_jobs(JobState.EXPIRED, since=self._clock() - 86400)
+        queued = self._store.print_jobs(JobState.QUEUED, peek=True)
+        given_up = self._store.print_jobs(JobState.EXPIRED, since=self._clock() - 86400,
+                                          peek=True)
         info: dict[str, Any] = {
             "printer": self.printer.describe, "status": self.status.value,
             "detail": self.status_detail, "checked_at": self.status_at,

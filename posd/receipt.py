@@ -11,9 +11,10 @@ prints as junk on GBK printers (reference/hardware.md §2).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Literal
 
 from posd.channels import BEIJING
@@ -65,6 +66,8 @@ class Header:
     store_id: str
     terminal_id: str
     address: str = ""
+    #: ``store.timezone``: the zone every printed time is in
+    tz: tzinfo = BEIJING
 
 
 def money(fen: Fen, language: Language) -> str:
@@ -84,12 +87,51 @@ def state_title(state: State, language: Language) -> str:
     return titles.get(state, state.value.upper())
 
 
-def local_time(epoch: float | None) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` in China Standard Time, ``-`` for None."""
+def local_time(epoch: float | None, tz: tzinfo = BEIJING) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in ``tz`` (``store.timezone``; whatever the host's zone),
+    ``-`` for None."""
     if epoch is None:
         return "-"
-    # Whatever the host's zone: the channels' own time.
-    return datetime.fromtimestamp(epoch, BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(epoch, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+#: Chinese reasons for declines posd knows; the channel's own words follow when it gave any.
+_ZH_DECLINES = {
+    "NOTENOUGH": "余额不足，请顾客更换付款方式",
+    "ACQ.BUYER_BALANCE_NOT_ENOUGH": "余额不足，请顾客更换付款方式",
+    "ACQ.BUYER_BANKCARD_BALANCE_NOT_ENOUGH": "银行卡余额不足，请顾客更换付款方式",
+    "AUTHCODEEXPIRE": "付款码已过期，请顾客刷新付款码后重新扫码",
+    "AUTH_CODE_ERROR": "付款码无效，请顾客刷新付款码后重新扫码",
+    "AUTH_CODE_INVALID": "付款码无效，请顾客刷新付款码后重新扫码",
+    "ACQ.PAYMENT_AUTH_CODE_INVALID": "付款码无效，请顾客刷新付款码后重新扫码",
+    "CHANNEL_UNREACHABLE": "无法连接支付渠道，未扣款，请重试",
+    "CLOSED": "交易已关闭，未扣款",
+    "RETURN_FAIL": "收银机支付配置有误，未扣款，请联系店长",
+    "GATEWAY_REFUSED": "收银机支付配置有误，未扣款，请联系店长",
+}
+_ZH_CHANNEL_TEXT = re.compile(r"\((?:微信|支付宝): ([^)]*)\)")
+
+
+def zh_reason(sale: Sale) -> str:
+    """The reason line of a Chinese slip: posd's sentence in Chinese, plus the channel's own
+    (Chinese) words from the message when it gave any."""
+    refunded = {True: "已撤销：款项已原路退回顾客", False: "已撤销：未扣款",
+                None: "已撤销：如已扣款，将原路退回顾客"}
+    match sale.state:
+        case State.DECLINED:
+            text = _ZH_DECLINES.get(sale.decline_code or "", "支付未成功，未扣款，请顾客更换付款方式")
+        case State.REVERSED:
+            text = refunded[sale.refunded]
+        case State.CANCELLED:
+            text = ("超时未扫付款码，已自动取消，未扣款" if "no payment code" in sale.message
+                    else "收银员已取消，未扣款")
+        case State.NEEDS_ATTENTION:
+            text = "需人工核实：请在商户平台核对此笔交易，并撤销或退款"
+        case _:
+            return ""
+    if (found := _ZH_CHANNEL_TEXT.search(sale.message)) is not None:
+        text += f"（{found[1]}）"
+    return text
 
 
 def heading(header: Header, columns: int) -> list[Element]:
@@ -111,7 +153,7 @@ def _details(sale: Sale, header: Header, words: Mapping[str, str], language: Lan
         *pair(words["channel"], channel_label(sale.channel, language), columns),
         *pair(words["payer"], sale.auth_code_masked or "-", columns),
         *pair(words["till"], f"{header.store_id}/{header.terminal_id}", columns),
-        *pair(words["time"], local_time(sale.paid_at or sale.updated_at), columns),
+        *pair(words["time"], local_time(sale.paid_at or sale.updated_at, header.tz), columns),
         *_labelled(words["order"], sale.out_trade_no, columns),
     ]
     if sale.channel_trade_no:
@@ -135,12 +177,13 @@ def elements(sale: Sale, header: Header, *, columns: int = 32, language: Languag
     if reprint:
         out += centred(words["reprint"], columns, bold=True)
         if printed_at is not None:
-            out += centred(f"{words['printed']} {local_time(printed_at)}", columns)
+            out += centred(f"{words['printed']} {local_time(printed_at, header.tz)}", columns)
     out.append(rule(columns))
     out += pair(words["amount"], money(sale.amount, language), columns, bold=True, size="tall")
     out += _details(sale, header, words, language, columns)
-    if sale.state is not State.PAID and sale.message:
-        out += [rule(columns), *(Line(piece) for piece in wrap(sale.message, columns))]
+    reason = sale.message if language == "en" else zh_reason(sale)
+    if sale.state is not State.PAID and reason:
+        out += [rule(columns), *(Line(piece) for piece in wrap(reason, columns))]
     out.append(rule(columns))
     if qr:
         out += [Qr(sale.out_trade_no), *centred(words["scan"], columns)]

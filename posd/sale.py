@@ -20,10 +20,25 @@ answer to :func:`on_result` and persists what comes back, until the state is fin
 - ``pay`` is sent again (same ``out_trade_no``) only after ``Unknown(may_have_arrived=False)``
   (a connect error: the channel surely never saw it); otherwise we query.
 - Deadline: once ``deadline_at`` passes without a final answer the sale goes to
-  ``REVERSING``; the reverse is never sent before ``pay_sent_at + min_reverse_delay_s``
-  (WeChat: 15 s). Reverse is repeated while the channel says so or gives no answer; a
-  definite refusal, too many recalls, or no answer for ``reverse_give_up_s`` ends in
-  ``NEEDS_ATTENTION``: a person must act, and the sale says so everywhere.
+  ``REVERSING``; the reverse is never sent before ``pay_sent_at + min_reverse_delay_s`` (15 s
+  plus a 1 s margin, on both channels: see ``REVERSE_DELAY_S``). Reverse is repeated, with the
+  same backoff, while the channel asks for it (``recall=Y`` / ``retry_flag=Y``) or gives no
+  usable answer; only a definite refusal ends in ``NEEDS_ATTENTION``.
+- "No such trade" is not proof while a pay may still arrive. A reverse answered ``NotFound``
+  (WeChat ``ORDERNOTEXIST``, Alipay ``ACQ.TRADE_NOT_EXIST``) is trusted only once
+  ``late_trade_s`` have passed since the last pay attempt ended (answered, timed out, or, after
+  a crash, was sent). Before that the reverse is sent again at that moment: a pay that reached
+  the channel late is then found and reversed (a reverse refunds a paid trade). Why 60 s: a
+  payment code is single-use and refreshes every minute, and the last pay attempt ends at the
+  latest ``read_timeout_s`` after it was sent, so a request still travelling after that would
+  carry a code the channel no longer accepts.
+- Windows: WeChat reverses orders up to 7 days old, Alipay cancels within 24 h
+  (``reverse_window_s``, a margin short of both). Past the window reversing is useless: the
+  sale stays ``REVERSING`` with ``next_action == QUERY`` and asks how the trade ended. Paid ->
+  ``NEEDS_ATTENTION`` ("refund it"); closed, reversed or never created -> ``REVERSED``;
+  anything else -> ask again later. A refusal that says the window has passed
+  (``Refused(too_late=True)``: REVERSE_EXPIRE, ACQ.TRADE_CANCEL_TIME_OUT,
+  ACQ.TRADE_HAS_FINISHED) goes the same way at once.
 """
 
 from __future__ import annotations
@@ -148,10 +163,15 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """A definite refusal of a reverse (REVERSE_EXPIRE, merchant errors): a person must act."""
+    """A definite refusal of a reverse (merchant errors): a person must act.
+
+    ``too_late``: the channel no longer reverses this trade (its window has passed): posd
+    queries it to learn how it ended instead of asking a person at once.
+    """
 
     code: str
     message: str
+    too_late: bool = False
 
 
 ChannelResult = Paid | Declined | Pending | Unknown | NotFound | Closed | Failed | Refused
@@ -178,17 +198,29 @@ class Policy:
     final_query_at_deadline: bool = True
     pay_retry_delay_s: float = 1.0
     min_reverse_delay_s: float = 0.0
+    #: Delays between reverse attempts (no answer, or the channel asks to repeat); the last
+    #: repeats until the window closes.
     reverse_backoff_s: tuple[float, ...] = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
-    recall_delay_s: float = 1.0
-    max_recalls: int = 10
-    #: No definite reverse answer this long after the deadline -> needs_attention. WeChat only
-    #: reverses orders up to 7 days old; a person must refund before then.
-    reverse_give_up_s: float = 6 * 24 * 3600.0
+    #: "No such trade" is trusted only this long after the last pay attempt ended.
+    late_trade_s: float = 60.0
+    #: How long after the pay call the channel still reverses (a margin short of its own).
+    reverse_window_s: float = 7 * 24 * 3600.0 - 3600.0
+    #: Past the window: how often to ask the channel how the trade ended.
+    after_window_query_s: float = 300.0
 
 
 #: WeChat: "请勿扣款后立即调用撤销，建议至少15秒后再调用" (no reverse within 15 s of the pay call),
-#: plus 1 s because the pay reaches WeChat a little after posd commits ``pay_sent_at``.
-WECHAT_POLICY = Policy(min_reverse_delay_s=16.0)
+#: plus 1 s because the pay reaches the channel a little after posd commits ``pay_sent_at``.
+#: Alipay has no such sentence, but the race is the same (a cancel that overtakes a pay still
+#: being created answers "no such trade"), so posd waits as long before an Alipay cancel.
+REVERSE_DELAY_S = 16.0
+
+#: WeChat reverses orders up to 7 days old (reference/channels.md §1.7).
+WECHAT_POLICY = Policy(min_reverse_delay_s=REVERSE_DELAY_S,
+                       reverse_window_s=7 * 24 * 3600.0 - 3600.0)
+#: Alipay's trade.cancel works within 24 h of the trade (the issue's audit; Alipay's
+#: cross-border docs say "the day of the trade, Beijing time").
+ALIPAY_POLICY = Policy(min_reverse_delay_s=REVERSE_DELAY_S, reverse_window_s=23 * 3600.0)
 
 
 # --- the sale ---------------------------------------------------------------------------
@@ -318,6 +350,14 @@ def cancel(sale: Sale, now: float, policy: Policy) -> Sale:
             return sale
         case _:
             assert_never(sale.state)
+
+
+def expire(sale: Sale, now: float, after: str) -> Sale:
+    """awaiting_code -> cancelled: no code was scanned within ``payment.awaiting_code_s``."""
+    if sale.state is not State.AWAITING_CODE:
+        return sale
+    return _move(sale, State.CANCELLED, now, message=f"Cancelled by posd: no payment code was "
+                 f"scanned within {after}")
 
 
 def _reverse_at(sale: Sale, now: float, policy: Policy) -> float:
@@ -462,6 +502,8 @@ def _while_reversing(
     sale: Sale, action: Action, result: ChannelResult, now: float, policy: Policy
 ) -> Sale:
     if action is not Action.REVERSE:
+        if sale.next_action is Action.QUERY:
+            return _after_window(sale, result, now, policy)
         # A pay/query answer that arrives after the cashier cancelled: the reverse goes on,
         # unless the channel says plainly that no money moved.
         if isinstance(result, Declined):
@@ -471,32 +513,89 @@ def _while_reversing(
         return replace(sale, next_at=max(sale.next_at or now, _reverse_at(sale, now, policy)))
     match result:
         case Closed(refunded=refunded):
-            message = {
-                True: "Reversed: the payment was returned to the customer",
-                False: "Reversed: no money was taken",
-                None: "Reversed: any money taken was returned to the customer",
-            }[refunded]
-            return _move(sale, State.REVERSED, now, next_action=None, next_at=None,
-                         refunded=refunded, message=message)
+            return _reversed(sale, now, refunded)
         case NotFound():
-            return _move(sale, State.REVERSED, now, next_action=None, next_at=None,
+            settled = trade_settled_at(sale, policy)
+            if now < settled:
+                return _move(sale, State.REVERSING, now, next_at=settled,
+                             message="Reversing: the channel has no such trade yet; checking "
+                             "again before saying no money was taken")
+            return _move(sale, State.REVERSED, now,
+                         next_action=None, next_at=None,
                          message="Reversed: the channel has no such trade, no money was taken")
+        case Refused(too_late=True, code=code):
+            return _move(sale, State.REVERSING, now, next_action=Action.QUERY, next_at=now,
+                         message=f"The channel no longer reverses this payment ({code}): "
+                         "asking it how the payment ended")
         case Refused(code=code, message=message) | Declined(code=code, message=message):
             return _attention(sale, now, f"The channel refused the reverse ({code}: {message})")
         case Pending():
-            if sale.recalls + 1 > policy.max_recalls:
-                return _attention(sale, now, "The channel kept asking to repeat the reverse")
-            return _move(sale, State.REVERSING, now, recalls=sale.recalls + 1,
-                         next_at=now + policy.recall_delay_s, message="Reversing: repeating")
+            return _retry_reverse(replace(sale, recalls=sale.recalls + 1), now, policy,
+                                  "Reversing: the channel asks to repeat the reverse")
         case Unknown() | Paid() | Failed():
             # Paid/Failed cannot answer a reverse; treat them as no answer and ask again.
-            give_up_at = (sale.deadline_at or now) + policy.reverse_give_up_s
-            backoff = policy.reverse_backoff_s
-            at = now + backoff[min(sale.reverse_attempts - 1, len(backoff) - 1)]
-            if at > give_up_at:
-                return _attention(sale, now, "No answer to the reverse for days")
-            return _move(sale, State.REVERSING, now, next_at=at,
-                         message="Reversing: no answer from the channel yet, retrying")
+            return _retry_reverse(sale, now, policy,
+                                  "Reversing: no answer from the channel yet, retrying")
+        case _:
+            assert_never(result)
+
+
+def trade_settled_at(sale: Sale, policy: Policy) -> float:
+    """When a trade for this sale can no longer appear at the channel (see the docstring)."""
+    return max(sale.pay_sent_at or 0.0, sale.last_pay_at or 0.0) + policy.late_trade_s
+
+
+def reverse_window_end(sale: Sale, policy: Policy) -> float:
+    """The last moment posd sends a reverse for this sale."""
+    return (sale.pay_sent_at or sale.created_at) + policy.reverse_window_s
+
+
+def _retry_reverse(sale: Sale, now: float, policy: Policy, message: str) -> Sale:
+    backoff = policy.reverse_backoff_s
+    at = now + backoff[min(max(sale.reverse_attempts - 1, 0), len(backoff) - 1)]
+    last = reverse_window_end(sale, policy)
+    if at > last:
+        if now >= last:
+            return _move(sale, State.REVERSING, now, next_action=Action.QUERY, next_at=now,
+                         message="The channel's time for reversing has passed: asking it how "
+                         "the payment ended")
+        at = last  # one last reverse at the end of the window
+    return _move(sale, State.REVERSING, now, next_at=at, message=message)
+
+
+def _reversed(sale: Sale, now: float, refunded: bool | None) -> Sale:
+    message = {
+        True: "Reversed: the payment was returned to the customer",
+        False: "Reversed: no money was taken",
+        None: "Reversed: any money taken was returned to the customer",
+    }[refunded]
+    return _move(sale, State.REVERSED, now, next_action=None, next_at=None,
+                 refunded=refunded, message=message)
+
+
+def _after_window(sale: Sale, result: ChannelResult, now: float, policy: Policy) -> Sale:
+    """A query's answer once reversing is no longer possible: end as the channel says."""
+    match result:
+        case Paid(channel_trade_no=trade_no, amount=amount):
+            return _move(
+                sale, State.NEEDS_ATTENTION, now, next_action=None, next_at=None,
+                channel_trade_no=trade_no,
+                message=(f"The customer paid {amount} fen (channel trade {trade_no}) but the "
+                         "channel no longer reverses this payment: refund it to the customer"),
+            )
+        case Closed(refunded=refunded):
+            return _reversed(sale, now, refunded)
+        case NotFound():
+            return _move(sale, State.REVERSED, now, next_action=None, next_at=None,
+                         message="Reversed: the channel has no such trade, no money was taken")
+        case Declined(code=code, message=message) | Failed(code=code, message=message):
+            return _move(sale, State.DECLINED, now, next_action=None, next_at=None,
+                         decline_code=code, message=message)
+        case Pending() | Unknown() | Refused():
+            return _move(sale, State.REVERSING, now, next_action=Action.QUERY,
+                         next_at=now + policy.after_window_query_s,
+                         message="The channel's time for reversing has passed and it has not "
+                         "said how the payment ended: asking again")
         case _:
             assert_never(result)
 

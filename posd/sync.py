@@ -128,7 +128,7 @@ class Syncer:
                           timeout=(hq.connect_timeout_s, hq.read_timeout_s))
         return cls(store, client, store_id=config.store.id, terminal_id=config.store.terminal_id,
                    batch_size=hq.batch_size, keep_acked_s=hq.keep_acked_days * 86400.0,
-                   cutoff_hour=config.report.business_day_cutoff_hour)
+                   cutoff_hour=config.report.business_day_cutoff_hour, tz=config.store.tz)
 
     def push_once(self) -> PushResult:
         """Send the oldest unsent batch and settle HQ's answer. An empty result: nothing to send."""
@@ -196,11 +196,11 @@ class Syncer:
         return self.store.outbox_prune(self.clock() - self.keep_acked_s)
 
     @staticmethod
-    def status_of(store: Store) -> dict[str, Any]:
+    def status_of(store: Store, tz: tzinfo | None = None) -> dict[str, Any]:
         """The backlog (count, amount in fen, oldest) and the quarantined records."""
         rejected = store.outbox_rejected()
         return {"backlog": store.outbox_backlog(), "rejected": [
-            {"record_id": r.record_id, "reason": r.reject_reason, "at": _iso(r.rejected_at)}
+            {"record_id": r.record_id, "reason": r.reject_reason, "at": _iso(r.rejected_at, tz)}
             for r in rejected]}
 
 
@@ -354,10 +354,10 @@ class SyncWorker:
         """The ``hq_sync`` part of /v1/health (the backlog itself is ``hq_backlog``)."""
         state = self.state
         parts = urlsplit(self.syncer.client.url)
-        rejected = len(self.syncer.store.outbox_rejected())
+        rejected = self.syncer.store.outbox_rejected_count()
         out: dict[str, Any] = {
             "hq": f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}",
-            "last_ok_at": _iso(state.last_ok_at), "failures": state.failures,
+            "last_ok_at": _iso(state.last_ok_at, self.syncer.tz), "failures": state.failures,
             "last_error": state.last_error, "rejected": rejected, "pushed": state.pushed,
             "retry_in_s": None if state.retry_at is None else round(
                 max(0.0, state.retry_at - time.monotonic()), 1)}
@@ -368,8 +368,8 @@ class SyncWorker:
         return out
 
 
-def _iso(at: float | None) -> str | None:
-    return None if at is None else datetime.fromtimestamp(at).astimezone().isoformat()
+def _iso(at: float | None, tz: tzinfo | None = None) -> str | None:
+    return None if at is None else datetime.fromtimestamp(at).astimezone(tz).isoformat()
 
 
 # --- posd sync -------------------------------------------------------------------------------
@@ -386,8 +386,9 @@ def sync_command(config: Config, *, status: bool = False, retry_rejected: bool =
     store = Store.open(config.database.path)
     try:
         if status:
-            figures = Syncer.status_of(store)
-            print(json.dumps(figures, indent=2) if as_json else _status_text(figures), file=out)
+            figures = Syncer.status_of(store, config.store.tz)
+            print(json.dumps(figures, indent=2) if as_json else _status_text(figures, config.store.tz),
+                  file=out)
             return 0
         syncer = Syncer.from_config(config, store)
         try:
@@ -407,9 +408,9 @@ def sync_command(config: Config, *, status: bool = False, retry_rejected: bool =
     return 65 if result.rejected else 0
 
 
-def _status_text(figures: dict[str, Any]) -> str:
+def _status_text(figures: dict[str, Any], tz: tzinfo | None = None) -> str:
     backlog = figures["backlog"]
-    oldest = _iso(backlog["oldest_at"]) or "-"
+    oldest = _iso(backlog["oldest_at"], tz) or "-"
     lines = [f"waiting for HQ: {backlog['count']} record(s), "
              f"{format_yuan(Fen(backlog['amount']))} yuan, oldest {oldest}"]
     if rejected := figures["rejected"]:

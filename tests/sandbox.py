@@ -19,9 +19,9 @@ WECHAT = WechatSandbox("wx2421b1c4370ec43b", "10000100", "sandboxkeysandboxkeysa
 #: earlier than ``MIN_REVERSE`` after the pay call, like WeChat's 15 s).
 MIN_REVERSE = 1.0
 FAST = Policy(deadline_s=2.5, query_intervals_s=(0.2,), pay_retry_delay_s=0.1,
-              min_reverse_delay_s=MIN_REVERSE + 0.2, reverse_backoff_s=(0.2, 0.4), recall_delay_s=0.1)
-#: Alipay has no "not before 15 s" rule for trade.cancel (engine.policies_for does the same).
-FAST_ALIPAY = replace(FAST, min_reverse_delay_s=0.0)
+              min_reverse_delay_s=MIN_REVERSE + 0.2, reverse_backoff_s=(0.2, 0.4), late_trade_s=1.0)
+#: Alipay's cancel waits as long as WeChat's reverse (posd.sale.REVERSE_DELAY_S).
+FAST_ALIPAY = FAST
 ALIPAY_APP_ID = "2021000000000001"
 
 

@@ -13,8 +13,8 @@ or the network did, never returns a dict (reference/channels.md §2, §4).
   as received, and about the ``out_trade_no`` we asked for. Anything else is
   ``Unknown(may_have_arrived=True)``: money may have moved, so the engine queries.
 - Gateway refusals (codes 20001, 40001, 40002, 40006: the request was not accepted, often
-  unsigned) mean no trade was made: pay -> ``Declined``, query -> ``Unknown``, cancel ->
-  ``Refused``. Code 20000 and sub_code ACQ.SYSTEM_ERROR are Unknown whatever else they say.
+  unsigned) mean no trade was made: pay -> ``Declined``, query and cancel -> ``Unknown`` (a
+  cancel is sent again with backoff: e.g. 40002 isv.invalid-timestamp while the clock is off). Code 20000 and sub_code ACQ.SYSTEM_ERROR are Unknown whatever else they say.
 - Transport failures follow urllib3's rule (``posd.channels.transport``).
 - Never logged: the private key, strings-to-sign, full payment codes (``posd.codes.mask``).
 """
@@ -326,7 +326,10 @@ def _query_result(reply: _Reply) -> ChannelResult:
 def _cancel_result(reply: _Reply) -> ChannelResult | None:
     """The cancel's result; None for code 10000 without ``action`` (see Alipay.reverse)."""
     if isinstance(reply, _Rejected):
-        return Refused("GATEWAY_REFUSED", f"{codes.CANCEL_REFUSED}: not accepted ({reply.message})")
+        # The gateway did not take this cancel (40002 isv.invalid-timestamp when the till's
+        # clock is off, a key being rotated, ...): nothing changed, and the trade must still be
+        # closed, so cancel again with backoff instead of handing it to a person.
+        return Unknown(f"{CANCEL}: request not accepted: {reply.message}: cancelling again")
     if isinstance(reply, wire.Answer) and reply.text("retry_flag") == "Y":
         # retry_flag=Y wins over everything: Alipay's rule is "cancel again" (§2.9, §2.12).
         return Pending(f"retry_flag=Y: {_describe(reply)}")

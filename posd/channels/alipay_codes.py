@@ -115,8 +115,25 @@ CANCEL_SUB_CODES: Final[Mapping[str, ChannelResult]] = {
         "ACQ.REASON_TRADE_BEEN_FREEZEN", "Alipay has frozen this trade: call Alipay"
     ),
     # Not in §2.9 (its list is not exhaustive); Alipay's cancel error table names it for a
-    # cancel past the allowed window (not re-verified): refund instead.
+    # cancel past the allowed window (not re-verified). posd.sale queries the trade and
+    # says "refund it" if it is paid.
     "ACQ.TRADE_CANCEL_TIME_OUT": Refused(
-        "ACQ.TRADE_CANCEL_TIME_OUT", "Alipay no longer cancels this trade: refund it"
+        "ACQ.TRADE_CANCEL_TIME_OUT", "Alipay no longer cancels this trade (撤销超时)",
+        too_late=True,
+    ),
+    # 交易已完结 -- "the trade is finished": it cannot be cancelled any more; query it to
+    # learn whether it is paid (then a person refunds it) or closed.
+    "ACQ.TRADE_HAS_FINISHED": Refused(
+        "ACQ.TRADE_HAS_FINISHED", "Alipay says the trade is finished (交易已完结)", too_late=True,
+    ),
+    # 交易不允许撤销 -- "the trade may not be cancelled" (e.g. a product that has no cancel).
+    "ACQ.CANCEL_NOT_ALLOWED": Refused(
+        "ACQ.CANCEL_NOT_ALLOWED", f"{CANCEL_REFUSED}: the trade may not be cancelled "
+        "(交易不允许撤销); check it in the Alipay console and refund it if it was paid",
+    ),
+    # 退款金额无效 / 退款金额不合法 -- the refund that a cancel of a paid trade makes was refused.
+    "ACQ.REASON_TRADE_REFUND_FEE_ERR": Refused(
+        "ACQ.REASON_TRADE_REFUND_FEE_ERR", f"{CANCEL_REFUSED}: Alipay refused to return the "
+        "money (退款金额无效); check the trade in the Alipay console",
     ),
 }

@@ -165,7 +165,16 @@ class Answer:
         return value if isinstance(value, str) else ""
 
     def verifies(self, key: rsa.RSAPublicKey) -> bool:
-        return self.sign is not None and verify_text(self.raw, self.sign, key)
+        """The signature over the raw text; failing that, over the raw text with ``\\/`` read
+        as ``/``. Alipay's JSON writer escapes ``/`` while Alipay signs the unescaped text, and
+        its own SDK verifies exactly so (alipay-sdk-java-all ``AlipaySignature
+        .checkResponseSign``/``checkResponseCertSign``: a second check with ``\\/`` replaced).
+        Only that one escape is undone: any other rewrite still fails."""
+        if self.sign is None:
+            return False
+        if verify_text(self.raw, self.sign, key):
+            return True
+        return "\\/" in self.raw and verify_text(self.raw.replace("\\/", "/"), self.sign, key)
 
 
 def _skip(text: str, pos: int) -> int:
@@ -230,16 +239,19 @@ def parse_answer(body: bytes, method: str) -> Answer:
 
 
 def render_answer(key: str, fields: Mapping[str, object], signer: rsa.RSAPrivateKey | None,
-                  *, cert_sn: str = "") -> bytes:
+                  *, cert_sn: str = "", sign_unescaped: bool = False) -> bytes:
     """An answer as Alipay writes one: compact JSON, non-ASCII as is, ``/`` as ``\\/``.
 
-    Signed over the member's text exactly as written (unsigned when ``signer`` is None).
-    Used by the simulator and by tests; the client never re-renders what it received.
+    Signed over the member's text exactly as written (unsigned when ``signer`` is None), or,
+    with ``sign_unescaped``, over that text with ``\\/`` as ``/`` (what Alipay itself does
+    when a value holds a ``/``: see :meth:`Answer.verifies`). Used by the simulator and by
+    tests; the client never re-renders what it received.
     """
     raw = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).replace("/", "\\/")
     parts = [f"{json.dumps(key)}:{raw}"]
     if cert_sn:
         parts.append(f'"alipay_cert_sn":{json.dumps(cert_sn)}')
     if signer is not None:
-        parts.append(f'"sign":{json.dumps(sign_text(raw, signer))}')
+        signed = raw.replace("\\/", "/") if sign_unescaped else raw
+        parts.append(f'"sign":{json.dumps(sign_text(signed, signer))}')
     return ("{" + ",".join(parts) + "}").encode()

@@ -57,20 +57,46 @@ def post(
 ) -> bytes | Unknown:
     """POST once (no retries, no redirects) and return the body of a 200, at most ``limit``
     bytes; anything else is Unknown, classified by :func:`failure`'s urllib3 rule."""
+    answer = exchange(session, url, body, headers={"Content-Type": content_type},
+                      timeout=timeout, verify=verify, limit=limit, what=what, cert=cert)
+    if isinstance(answer, Unknown):
+        return answer
+    status, data = answer
+    if status != HTTPStatus.OK:
+        return Unknown(f"{what}: HTTP {status}")
+    return data
+
+
+def exchange(
+    session: requests.Session,
+    url: str,
+    body: bytes,
+    *,
+    headers: dict[str, str],
+    timeout: tuple[float, float],
+    verify: str | bool,
+    limit: int,
+    what: str,
+    cert: tuple[str, str] | None = None,
+) -> tuple[int, bytes] | Unknown:
+    """POST once (no retries, no redirects): (status, body of at most ``limit`` bytes) of
+    whatever answer came, or Unknown classified by :func:`failure`'s urllib3 rule. The HQ
+    client uses it as the channel clients do."""
     try:
         with session.post(
             url,
             data=body,
-            headers={"Content-Type": content_type},
+            headers=headers,
             timeout=timeout,
             verify=verify,
             cert=cert,
             stream=True,
             allow_redirects=False,
         ) as response:
-            if response.status_code != HTTPStatus.OK:
-                return Unknown(f"{what}: HTTP {response.status_code}")
-            return read_bounded(response, limit, what)
+            data = read_bounded(response, limit, what)
+            if isinstance(data, Unknown):
+                return data
+            return response.status_code, data
     except (OSError, Urllib3Error) as err:  # requests.RequestException is an OSError
         return failure(what, err)
 

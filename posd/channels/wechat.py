@@ -9,7 +9,8 @@ or the network did, never returns a dict (reference/channels.md §1, §4).
   time), for our appid/mch_id and for the ``out_trade_no`` we asked about. Anything else is
   ``Unknown(may_have_arrived=True)``: money may have moved, so the engine queries.
 - ``return_code=FAIL`` (unsigned) means the request was not accepted: pay -> ``Declined`` (the
-  till is misconfigured, no money moved), query -> ``Unknown``, reverse -> ``Refused``.
+  till is misconfigured, no money moved), query and reverse -> ``Unknown`` (asked again with
+  backoff: a reverse WeChat did not take changed nothing, and the trade must still be closed).
 - Transport failures follow urllib3's rule (``posd.channels.transport``): only a failed
   connect or TLS handshake is ``Unknown(may_have_arrived=False)``; read timeouts, resets,
   closes after sending and non-200 statuses are ``Unknown(may_have_arrived=True)``.
@@ -119,12 +120,18 @@ REVERSE_ERRORS: Final[Mapping[str, ChannelResult]] = {
     # Not in WeChat's list for reverse, but if it ever says so the trade is closed: the aim.
     "ORDERREVERSED": Closed("ORDERREVERSED"),
     "ORDERCLOSED": Closed("ORDERCLOSED"),
+    # Past the 7-day window: posd.sale queries the order and says "refund it" if it is paid.
     "REVERSE_EXPIRE": Refused(
-        "REVERSE_EXPIRE", "WeChat no longer reverses this order (older than 7 days): refund it."
+        "REVERSE_EXPIRE", "WeChat no longer reverses this order (older than 7 days)",
+        too_late=True,
     ),
+    # INVALID_REQUEST covers WeChat's rate limit (频率限制) as well as bad requests: retried
+    # with backoff like no answer, never final (a request WeChat did not take changed nothing).
+    "INVALID_REQUEST": Unknown("INVALID_REQUEST: reverse not taken (e.g. rate limit): again"),
     **{
         code: Refused(code, _REVERSE_REFUSED)
         for code in ("INVALID_TRANSACTIONID", "TRADE_ERROR", *CONFIG_ERRORS)
+        if code != "INVALID_REQUEST"
     },
 }
 
@@ -319,7 +326,9 @@ def _reverse_result(answer: _Answer) -> ChannelResult:
     if isinstance(answer, Unknown):
         return answer
     if isinstance(answer, _Rejected):
-        return Refused("RETURN_FAIL", f"{_REVERSE_REFUSED}: not accepted ({answer.message})")
+        # return_code=FAIL: WeChat did not take this reverse (nothing changed): send it again
+        # with backoff, as for no answer, rather than give the trade up to a person.
+        return Unknown(f"{REVERSE}: return_code=FAIL: {answer.message}: reversing again")
     # recall=Y wins even over SUCCESS: WeChat's rule is "call again until recall=N", and a
     # repeated reverse of a reversed order answers SUCCESS again.
     if answer.get("recall") == "Y":

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 
-import requests
-
+from posd.channels import transport
 from posd.errors import PosdError
 from posd.hq import protocol
 from posd.report import business_day
+from posd.sale import Unknown
 from posd.store import OutboxRow
 
 
@@ -131,43 +131,55 @@ class HqClient:
                  ca_file: str | None = None) -> None:
         self.url = url.rstrip("/")
         self._key = key
+        self._token = token
         self._timeout = timeout
-        self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {token}"
-        self._session.verify = ca_file or True
+        self._verify: str | bool = ca_file or True
+        # The channels' discipline (posd.channels.transport): no retries, no redirects, no
+        # proxies or CA bundles from the environment, a bounded answer, and a connect error
+        # (nothing sent) told apart from a read error (the batch may have arrived).
+        self._session = transport.session()
 
     def post_batch(self, body: bytes) -> object:
-        headers = {"Content-Type": "application/json",
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._token}",
                    protocol.SIGNATURE_HEADER: protocol.sign(self._key, body)}
-        try:
-            response = self._session.post(self.url + "/v1/records", data=body, headers=headers,
-                                          timeout=self._timeout)
-        except requests.Timeout as err:
-            raise HqUnavailable(f"HQ at {self.url} did not answer in time; the batch may have "
-                                "arrived, and is sent again (HQ keeps one copy)") from err
-        except requests.RequestException as err:
-            raise HqUnavailable(f"HQ at {self.url} is unreachable: {type(err).__name__}") from err
-        return _answer(response)
+        answer = transport.exchange(self._session, self.url + "/v1/records", body,
+                                    headers=headers, timeout=self._timeout, verify=self._verify,
+                                    limit=MAX_ANSWER, what="HQ")
+        if isinstance(answer, Unknown):
+            if answer.may_have_arrived:
+                raise HqUnavailable(f"HQ at {self.url} did not answer ({answer.detail}); the "
+                                    "batch may have arrived, and is sent again (HQ keeps one "
+                                    "copy)")
+            raise HqUnavailable(f"HQ at {self.url} is unreachable ({answer.detail}); nothing "
+                                "was sent")
+        return _answer(*answer)
 
     def close(self) -> None:
         self._session.close()
 
 
-def _answer(response: requests.Response) -> object:
-    detail = response.text[:300]
-    match response.status_code:
+#: HQ's answer to a batch is a short result per record; a larger one is not HQ.
+MAX_ANSWER = 4 * 1024 * 1024
+
+
+def _answer(status: int, body: bytes) -> object:
+    detail = body[:300].decode("utf-8", "replace")
+    match status:
         case 200:
             try:
-                return response.json()
+                return json.loads(body)
             except ValueError as err:
                 raise HqProtocolError(f"HQ's answer is not JSON: {detail!r}") from err
+        case 301 | 302 | 303 | 307 | 308:
+            raise HqProtocolError(f"HQ answered with a redirect ({status}); posd does not "
+                                  "follow redirects: set hq.url to HQ's own address")
         case 401:
             raise HqAuthError("HQ refused the bearer token (401): check hq.token_file")
         case 403:
             raise HqAuthError("HQ refused the body's signature (403): check hq.hmac_key_file "
                               "(or hq.token_file when it is the key)")
         case 429 | 502 | 503 | 504:
-            raise HqUnavailable(f"HQ is unavailable ({response.status_code}): {detail}")
+            raise HqUnavailable(f"HQ is unavailable ({status}): {detail}")
         case status if status >= 500:
             raise HqUnavailable(f"HQ failed ({status}): {detail}")
         case status:

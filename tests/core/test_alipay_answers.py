@@ -168,9 +168,25 @@ def test_a_changed_byte_fails() -> None:
     assert not wire.parse_answer(raw_body, METHOD).verifies(PUBLIC)
 
 
-def test_a_signature_over_the_reserialised_text_fails() -> None:
-    raw = '{"code":"10000","msg":"Success","url":"https:\\/\\/x"}'
-    other = json.dumps(json.loads(raw), separators=(",", ":"))
+def test_a_signature_over_the_unescaped_text_verifies_as_alipays_sdk_does() -> None:
+    """Alipay writes "/" as "\\/" but signs the text with "/": its SDK checks again with the
+    escape undone (AlipaySignature.checkResponseSign), and so does posd."""
+    raw = '{"code":"10000","msg":"Success","store_name":"示例便利店\\/Example 1\\/F"}'
+    unescaped = raw.replace("\\/", "/")
+    answer = f'{{"{NAME}":{raw},"sign":"{wire.sign_text(unescaped, KEY)}"}}'.encode()
+    assert wire.parse_answer(answer, METHOD).verifies(PUBLIC)
+
+
+@pytest.mark.parametrize("rewrite", [
+    lambda fields: json.dumps(fields, separators=(",", ":")),  # non-ASCII as \\uXXXX
+    lambda fields: json.dumps(fields, ensure_ascii=False),  # other white space
+    lambda fields: json.dumps(dict(reversed(fields.items())), ensure_ascii=False,
+                              separators=(",", ":")),  # other member order
+])
+def test_a_signature_over_any_other_rewrite_fails(rewrite: Callable[[dict[str, str]], str]) -> None:
+    raw = '{"code":"10000","msg":"成功","url":"https:\\/\\/x"}'
+    other = rewrite(json.loads(raw)).replace("/", "\\/")
+    assert other != raw
     forged = f'{{"{NAME}":{raw},"sign":"{wire.sign_text(other, KEY)}"}}'.encode()
     assert not wire.parse_answer(forged, METHOD).verifies(PUBLIC)
 

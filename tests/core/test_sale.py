@@ -111,14 +111,18 @@ def test_reverse_closed(refunded: bool | None, message: str) -> None:
     assert sale.refunded is refunded
 
 
-def test_reverse_recall_repeats_then_needs_attention() -> None:
-    policy = replace(POLICY, max_recalls=2)
-    sale = m.cancel(m.on_result(paying(policy), Action.PAY, m.Pending(), T0, policy), T0 + 1, policy)
-    for i in range(2):
-        sale = m.on_result(sale, Action.REVERSE, m.Pending("recall"), T0 + 2 + i, policy)
+def test_reverse_recall_repeats_with_backoff_never_gives_up() -> None:
+    """recall=Y / retry_flag=Y: "call again" -- backed off as for no answer, for as long as the
+    channel says so (it used to end in needs_attention after 10 calls in ~10 s)."""
+    sale = m.cancel(m.on_result(paying(), Action.PAY, m.Pending(), T0, POLICY), T0 + 1, POLICY)
+    now = T0 + 20
+    delays = []
+    for i in range(40):
+        sale = m.on_result(sale, Action.REVERSE, m.Pending("recall"), now, POLICY)
         assert sale.state is State.REVERSING and sale.recalls == i + 1
-    sale = m.on_result(sale, Action.REVERSE, m.Pending("recall"), T0 + 5, policy)
-    assert sale.state is State.NEEDS_ATTENTION
+        delays.append(sale.next_at - now)
+        now = sale.next_at
+    assert delays == sorted(delays) and delays[-1] == POLICY.reverse_backoff_s[-1]
 
 
 def test_reverse_refused_needs_attention() -> None:
@@ -140,10 +144,86 @@ def test_reverse_without_answer_backs_off_and_keeps_trying() -> None:
     assert delays == sorted(delays) and delays[-1] == POLICY.reverse_backoff_s[-1]
 
 
-def test_reverse_gives_up_after_days() -> None:
+def reversing_past_window(policy: m.Policy = POLICY) -> m.Sale:
+    """A sale whose reverse got no answer until the channel's window closed: now querying."""
+    sale = m.cancel(m.on_result(paying(policy), Action.PAY, m.Pending(), T0, policy), T0 + 1,
+                    policy)
+    end = m.reverse_window_end(sale, policy)
+    sale = m.on_result(sale, Action.REVERSE, m.Unknown("timeout"), end - 1, policy)
+    assert sale.state is State.REVERSING and sale.next_action is Action.REVERSE
+    assert sale.next_at == end  # one last reverse at the end of the window, not later
+    sale = m.on_result(sale, Action.REVERSE, m.Unknown("timeout"), end, policy)
+    assert sale.state is State.REVERSING and sale.next_action is Action.QUERY
+    return sale
+
+
+def test_reverse_window_then_paid_needs_a_refund() -> None:
+    sale = reversing_past_window()
+    end = m.reverse_window_end(sale, POLICY)
+    sale = m.on_result(sale, Action.QUERY, m.Paid("4200", Fen(1250)), end + 1, POLICY)
+    assert sale.state is State.NEEDS_ATTENTION and sale.channel_trade_no == "4200"
+    assert "refund it" in sale.message
+
+
+@pytest.mark.parametrize(("answer", "state"), [
+    (m.Closed("CLOSED"), State.REVERSED),
+    (m.NotFound("ORDERNOTEXIST"), State.REVERSED),
+    (m.Failed("PAYERROR", "bank said no"), State.DECLINED),
+])
+def test_reverse_window_then_the_channel_says_how_it_ended(answer: m.ChannelResult,
+                                                           state: State) -> None:
+    sale = reversing_past_window()
+    sale = m.on_result(sale, Action.QUERY, answer, sale.next_at or 0, POLICY)
+    assert sale.state is state and sale.next_action is None
+
+
+@pytest.mark.parametrize("answer", [m.Unknown("timeout"), m.Pending("NOTPAY")])
+def test_reverse_window_then_no_answer_asks_again_later(answer: m.ChannelResult) -> None:
+    sale = reversing_past_window()
+    now = sale.next_at or 0
+    sale = m.on_result(sale, Action.QUERY, answer, now, POLICY)
+    assert sale.state is State.REVERSING and sale.next_action is Action.QUERY
+    assert sale.next_at == now + POLICY.after_window_query_s
+
+
+def test_channel_windows() -> None:
+    assert m.WECHAT_POLICY.reverse_window_s < 7 * 86400 <= m.WECHAT_POLICY.reverse_window_s + 3600
+    assert m.ALIPAY_POLICY.reverse_window_s < 86400
+    assert m.WECHAT_POLICY.min_reverse_delay_s == m.ALIPAY_POLICY.min_reverse_delay_s == 16.0
+
+
+def test_reverse_refused_too_late_queries_at_once() -> None:
     sale = m.cancel(m.on_result(paying(), Action.PAY, m.Pending(), T0, POLICY), T0 + 1, POLICY)
-    sale = m.on_result(sale, Action.REVERSE, m.Unknown("timeout"), T0 + 7 * 86400, POLICY)
-    assert sale.state is State.NEEDS_ATTENTION
+    refused = m.Refused("REVERSE_EXPIRE", "older than 7 days", too_late=True)
+    sale = m.on_result(sale, Action.REVERSE, refused, T0 + 2, POLICY)
+    assert sale.state is State.REVERSING
+    assert (sale.next_action, sale.next_at) == (Action.QUERY, T0 + 2)
+    sale = m.on_result(sale, Action.QUERY, m.Paid("4200", Fen(1250)), T0 + 3, POLICY)
+    assert sale.state is State.NEEDS_ATTENTION and "refund it" in sale.message
+
+
+def test_no_such_trade_is_trusted_only_once_a_late_pay_cannot_arrive() -> None:
+    """The pay timed out (it may still be on its way): a reverse that finds no trade is sent
+    again once ``late_trade_s`` have passed since the pay attempt ended, and only then does
+    the sale say no money was taken."""
+    sale = m.on_result(paying(), Action.PAY, m.Unknown("read timeout"), T0 + 10, POLICY)
+    sale = m.cancel(sale, T0 + 11, POLICY)
+    sale = m.on_result(sale, Action.REVERSE, m.NotFound("ORDERNOTEXIST"), T0 + 12, POLICY)
+    assert sale.state is State.REVERSING and sale.next_action is Action.REVERSE
+    assert sale.next_at == T0 + 10 + POLICY.late_trade_s
+    assert "checking again" in sale.message
+    late = m.on_result(sale, Action.REVERSE, m.Closed("reversed", refunded=True),
+                       sale.next_at, POLICY)
+    assert late.state is State.REVERSED and late.refunded is True  # the late pay was found
+    none = m.on_result(sale, Action.REVERSE, m.NotFound("ORDERNOTEXIST"), sale.next_at, POLICY)
+    assert none.state is State.REVERSED and "no money was taken" in none.message
+
+
+def test_no_such_trade_after_a_crash_counts_from_the_pay_sent() -> None:
+    sale = m.resume(paying(), T0 + 1)  # crashed after write-ahead: the pay may be on its way
+    sale = m.cancel(sale, T0 + 2, POLICY)
+    sale = m.on_result(sale, Action.REVERSE, m.NotFound(), T0 + 20, POLICY)
+    assert sale.state is State.REVERSING and sale.next_at == T0 + POLICY.late_trade_s
 
 
 def test_late_pay_answer_after_cancel_keeps_reversing() -> None:

@@ -644,3 +644,63 @@ def test_wire_cancel_in_flight_reverses_the_trade(wire_till: Till, simulator: Si
     assert trade is not None
     assert trade["state"] == "reversed"
     assert simulator.violations() == []
+
+
+# --- shutdown while a register follows a sale (DESIGN §2 rule 8) --------------------------------
+
+
+def test_a_long_poll_at_shutdown_is_answered_at_once_with_503_and_the_sale(till: Till) -> None:
+    """It used to spin until uvicorn's graceful timeout and answer 500; a register then told
+    the cashier "not paid" for a sale that was paid after the restart."""
+    sale = till.sell(100, PENDING_WX)
+    while sale["state"] != "confirming":
+        sale = till.get(f"/v1/sales/{sale['id']}",
+                        params={"wait": 10, "seen_state": sale["state"]}).json()
+    till.engine.waiting.clear()
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(till.get, f"/v1/sales/{sale['id']}",
+                           params={"wait": 25, "seen_state": "confirming"})
+        assert till.engine.waiting.wait(TIMEOUT)
+        till.stop_engine()
+        response = poll.result(timeout=TIMEOUT)
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert "shutting down" in body["detail"] and "after the restart" in body["detail"]
+    assert body["sale"]["id"] == sale["id"] and not body["sale"]["final"]
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_posd_charge_says_not_known_yet_when_posd_stops_meanwhile(till: Till) -> None:
+    import io
+
+    from posd.client import EXIT_NOT_KNOWN_YET, ApiClient, Display, charge
+
+    client = ApiClient(till.url, TOKEN)
+    out = io.StringIO()
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(charge, client, "1.00", code=PENDING_WX, order=None, as_json=False,
+                           display=Display(out, live=False))
+        assert till.engine.waiting.wait(TIMEOUT)
+        till.stop_engine()
+        assert done.result(timeout=TIMEOUT) == EXIT_NOT_KNOWN_YET
+    client.close()
+    assert "not paid" not in out.getvalue()
+
+
+def test_the_live_line_counts_down_to_the_reverse() -> None:
+    import io
+
+    from posd.client import Display
+
+    out = io.StringIO()
+    display = Display(out, live=True, clock=lambda: 1_700_000_000.0)
+    sale = {"id": 7, "state": "confirming", "message": "Waiting for the customer",
+            "deadline_at": datetime.fromtimestamp(1_700_000_023.0, TZ).isoformat()}
+    display.show(sale)
+    display.show({**sale, "state": "paid", "message": "Paid"})
+    display.done()
+    text = out.getvalue()
+    assert text.startswith("\rsale 7: confirming - Waiting for the customer (23 s before posd "
+                           "reverses it)")
+    assert "\rsale 7: paid - Paid" in text and text.endswith("\n")
+    assert text.count("\n") == 1  # one line, redrawn in place

@@ -29,8 +29,11 @@ ROOT = Path(__file__).parents[2]
         (["idle.py", "--quick"],
          ["posd run: ready (exec -> /v1/health 200)", "posd run: RSS when idle",
           "baseline: python importing the stack, RSS"]),
+        (["year_till.py", "--quick"],
+         ["scan -> pay request, 20,000-sale store", "empty store (baseline)",
+          "GET /v1/health polled 1/s, 20,000-sale store", "target health p99 <= 5 ms"]),
     ],
-    ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle"],
+    ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle", "year_till"],
 )
 def test_bench_script_runs_and_prints_its_table(command: list[str], expected: list[str]) -> None:
     script, *args = command

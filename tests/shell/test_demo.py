@@ -263,9 +263,19 @@ def test_a_cashier_at_the_demo_terminal(tmp_path: Path,
     assert "12.50 yuan — scan or type the customer's code" in term.expect("Payment code:")
     term.type(PAID)
     shown = term.expect("[paid] Paid")
+    assert "before posd reverses it" in shown  # the live line counted down meanwhile
+    shown += term.expect("Amount in yuan")
     assert "PAID" in shown and "CNY 12.50" in shown and "1345…0000" in shown
     assert shown.count(PAID) == 1  # the echo of what was typed; posd shows it masked
-    assert "Amount in yuan" not in shown  # the next prompt waits for the receipt
+    assert shown.index("CNY 12.50") < shown.index("Amount in yuan")  # the prompt waits
+    # A misscan (a product's barcode) is refused with a sentence; the sale keeps waiting.
+    term.type("2.00")
+    term.expect("Payment code:")
+    term.type("6901234567892")
+    shown = term.expect("Payment code:")
+    assert "product barcode" in shown and "still waiting" in shown
+    term.type(PAID.replace("0000", "1111"))
+    term.expect("[paid] Paid")
 
     term.expect("Amount in yuan")
     term.type("12,50")

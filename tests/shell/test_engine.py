@@ -58,16 +58,16 @@ def channel_for(cfg: Config, name: str) -> Channel:
 
 class Harness:
     def __init__(self, tmp: Path, url: str, pki: TestPki, alipay: AlipayKeys | None = None,
-                 **cfg: object) -> None:
+                 policies: dict[str, m.Policy] | None = None, **cfg: object) -> None:
         self.cfg = config(make_config(tmp, url, pki, alipay=alipay, **cfg))  # type: ignore[arg-type]
+        self.policies = policies or {"wechat": FAST, "alipay": FAST_ALIPAY}
         self.tmp = tmp
         self.store = Store.open(self.cfg.database.path)
         self.finals: list[Sale] = []
         self.engine = self._engine()
 
     def _engine(self) -> Engine:
-        engine = Engine(self.cfg, self.store, build_channels(self.cfg),
-                        policies={"wechat": FAST, "alipay": FAST_ALIPAY})
+        engine = Engine(self.cfg, self.store, build_channels(self.cfg), policies=self.policies)
         engine.add_listener(lambda s: self.finals.append(s) if s.final else None)
         return engine
 
@@ -338,10 +338,47 @@ class TestScans:
 
     def test_scan_during_a_sale_in_flight_is_refused(self, h: Harness) -> None:
         first, _ = h.engine.create_sale(100)
-        h.engine.create_sale(200)
         assert h.engine.scan(code("0001", 1), time.monotonic()).accepted
+        second, _ = h.engine.create_sale(200)  # the first no longer waits for a code
         refused = h.engine.scan(code("0000", 2), time.monotonic())
         assert not refused.accepted and "in progress" in refused.reason
+        assert h.engine.get(second.id).state is State.AWAITING_CODE
+
+    def test_one_sale_waits_for_a_code_at_a_time(self, h: Harness) -> None:
+        """DESIGN §2 rule 7: a second sale without a code while one waits is refused (it used
+        to be accepted, and the next scan paid the newest, which the cashier had not keyed)."""
+        first, _ = h.engine.create_sale(100)
+        with pytest.raises(ConflictError, match=f"sale {first.id} is already waiting"):
+            h.engine.create_sale(200)
+        sale, _ = h.engine.create_sale(300, auth_code=code("0000", 3))  # with a code: fine
+        assert h.settle(sale.id).state is State.PAID
+        outcome = h.engine.scan(code("0000", 4), time.monotonic())
+        assert outcome.accepted and outcome.sale is not None and outcome.sale.id == first.id
+
+    @pytest.mark.parametrize(("misscan", "says"), [
+        ("", "nothing was read"),
+        ("6901234567892", "product barcode"),
+        ("1345678", "7-digit code is not"),
+    ])
+    def test_a_misscan_is_refused_and_the_sale_keeps_waiting(self, h: Harness, misscan: str,
+                                                             says: str) -> None:
+        sale, _ = h.engine.create_sale(100)
+        outcome = h.engine.scan(misscan, time.monotonic())
+        assert not outcome.accepted and says in outcome.reason
+        assert h.engine.get(sale.id).state is State.AWAITING_CODE
+        assert h.engine.scan(code("0000"), time.monotonic()).accepted
+        assert h.settle(sale.id).state is State.PAID
+
+    def test_a_forgotten_sale_is_cancelled_after_awaiting_code_s(self, h: Harness) -> None:
+        sale, _ = h.engine.create_sale(100)
+        h.engine._housekeeping()  # noqa: SLF001 - the job APScheduler runs every 30 s
+        assert h.engine.get(sale.id).state is State.AWAITING_CODE  # not yet
+        later = h.cfg.payment.awaiting_code_s + 1
+        h.engine._clock = lambda: time.time() + later  # noqa: SLF001
+        h.engine._housekeeping()  # noqa: SLF001
+        expired = h.engine.get(sale.id)
+        assert expired.state is State.CANCELLED and "no payment code" in expired.message
+        assert h.engine.create_sale(200)[1]  # another may wait now
 
     def test_stale_and_bad_codes(self, h: Harness) -> None:
         h.engine.create_sale(100)

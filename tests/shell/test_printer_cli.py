@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from tests.sandbox import make_config, to_toml
 from tests.shell.escpos_fake import FakePrinter, fake_printer  # noqa: F401 - a fixture
 from tests.shell.test_printer_queue import add_sale
 
-DAY = report.business_day(paid().created_at, None).isoformat()
+DAY = report.business_day(paid().created_at, ZoneInfo("Asia/Shanghai")).isoformat()  # store tz
 
 
 def write_config(tmp: Path, pki: TestPki, **sections: Any) -> Path:

@@ -358,7 +358,7 @@ REVERSE_EXPECTED: dict[str, type] = {
     "NOAUTH": Refused, "PARAM_ERROR": Refused, "APPID_NOT_EXIST": Refused,
     "MCHID_NOT_EXIST": Refused, "APPID_MCHID_NOT_MATCH": Refused, "LACK_PARAMS": Refused,
     "SIGNERROR": Refused, "XML_FORMAT_ERROR": Refused, "REQUIRE_POST_METHOD": Refused,
-    "POST_DATA_EMPTY": Refused, "NOT_UTF8": Refused, "INVALID_REQUEST": Refused,
+    "POST_DATA_EMPTY": Refused, "NOT_UTF8": Refused, "INVALID_REQUEST": Unknown,
     "RULELIMIT": Refused,
     "SYSTEMERROR": Unknown, "USERPAYING": Unknown, "SOMETHING_NEW": Unknown,
 }  # fmt: skip
@@ -366,7 +366,7 @@ REVERSE_EXPECTED: dict[str, type] = {
 
 def test_reverse_table_is_the_spec() -> None:
     unknown = {code for code, kind in REVERSE_EXPECTED.items() if kind is Unknown}
-    assert set(REVERSE_ERRORS) == set(REVERSE_EXPECTED) - unknown
+    assert set(REVERSE_ERRORS) == set(REVERSE_EXPECTED) - unknown | {"INVALID_REQUEST"}
 
 
 @pytest.mark.parametrize(("err_code", "expected"), REVERSE_EXPECTED.items())
@@ -402,10 +402,18 @@ def test_reverse_success_and_recall(exchange: Exchange, reply: bytes, expected: 
         assert result == expected
 
 
-def test_reverse_return_fail_is_refused(exchange: Exchange) -> None:
+def test_reverse_return_fail_is_retried(exchange: Exchange) -> None:
+    """return_code=FAIL: WeChat did not take the reverse; nothing changed, so it is sent
+    again with backoff (Unknown) rather than handed to a person."""
     result, _ = exchange(_reverse, rejected("证书验证失败"))
-    assert isinstance(result, Refused)
-    assert "证书验证失败" in result.message
+    assert isinstance(result, Unknown)
+    assert "证书验证失败" in result.detail
+
+
+def test_reverse_expire_is_too_late(exchange: Exchange) -> None:
+    """Past the 7-day window: posd.sale queries the order instead of asking a person at once."""
+    result, _ = exchange(_reverse, error("REVERSE_EXPIRE", "订单已超过撤销期限", recall="N"))
+    assert isinstance(result, Refused) and result.too_late
 
 
 # --- answers that cannot be trusted: Unknown, money may have moved ------------------------------

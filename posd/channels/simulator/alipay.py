@@ -160,6 +160,10 @@ def _timestamp_problem(value: str, now: float) -> str | None:
     return None
 
 
+#: The store name the ``slash`` fault puts into an answer (Alipay signs it with "/", sends "\/").
+SLASH_STORE_NAME = "示例便利店/Example Mart 1/F"
+
+
 class AlipayGateway:
     """Alipay's gateway.do as the simulator plays it. See the module docstring."""
 
@@ -214,6 +218,10 @@ class AlipayGateway:
         if key is None or "sign" not in document:
             return reply  # unsigned refusals: nothing to tamper with
         fields = document[key]
+        if kind == "slash":
+            fields["store_name"] = SLASH_STORE_NAME
+            body = wire.render_answer(key, fields, self._key, sign_unescaped=True)
+            return dataclasses.replace(reply, body=body)
         if kind == "wrong_trade":
             for name in ("out_trade_no", "trade_no"):
                 if isinstance(fields.get(name), str):

@@ -26,10 +26,18 @@ class FaultKind(enum.StrEnum):
     BADSIGN = "badsign"  # a well-formed, signed answer whose signature is wrong
     WRONG_TRADE = "wrong_trade"  # a validly signed answer about another out_trade_no
     XML_BOMB = "xml_bomb"  # 200 with a billion-laughs / external-entity document
+    #: Alipay: the answer names a store with a "/" in it, which Alipay's JSON writes as "\/"
+    #: while Alipay signs the unescaped text (WeChat: answered normally)
+    SLASH = "slash"
+    #: the request reaches the ledger ``seconds`` late: the connection is reset at once (the
+    #: client saw nothing) and the trade appears only then -- a reverse or query meanwhile
+    #: finds no such trade
+    LATE = "late"
 
 
 #: kinds that need the gateway's real answer (so the request is always processed).
-NEEDS_ANSWER = frozenset({FaultKind.LATENCY, FaultKind.BADSIGN, FaultKind.WRONG_TRADE})
+NEEDS_ANSWER = frozenset({FaultKind.LATENCY, FaultKind.BADSIGN, FaultKind.WRONG_TRADE,
+                          FaultKind.SLASH})
 
 HTTP_STATUS = {FaultKind.HTTP500: 500, FaultKind.HTTP502: 502, FaultKind.HTTP503: 503}
 
@@ -70,8 +78,8 @@ class Fault:
     def __post_init__(self) -> None:
         if self.path != "*" and not self.path.startswith("/"):
             raise ValueError(f"fault path must be '*' or start with '/', got {self.path!r}")
-        if self.kind is FaultKind.LATENCY and self.seconds is None:
-            raise ValueError("a latency fault needs seconds")
+        if self.kind in (FaultKind.LATENCY, FaultKind.LATE) and self.seconds is None:
+            raise ValueError(f"a {self.kind} fault needs seconds")
         if self.seconds is not None and not 0 <= self.seconds <= 3600:
             raise ValueError(f"seconds must be within 0..3600, got {self.seconds}")
 

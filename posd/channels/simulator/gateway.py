@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-Tamper = Literal["badsign", "wrong_trade"]
+Tamper = Literal["badsign", "wrong_trade", "slash"]
 
 
 @dataclass(frozen=True, slots=True)

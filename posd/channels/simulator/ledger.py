@@ -27,7 +27,7 @@ import hashlib
 import hmac
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import assert_never
 
 from posd.codes import mask
@@ -195,6 +195,40 @@ class Ledger:
         self._scripts: dict[str, Script] = {}
         self._calls: Counter[tuple[str, str, str]] = Counter()
         self._violations: list[Violation] = []
+
+    # --- kept on disk (posd demo: a resumed sale must find its trade after a restart) ------
+
+    def to_json(self) -> dict[str, object]:
+        """Trades, call counters and violations (scripts are not kept) as JSON-able data."""
+        return {
+            "version": 1, "secret": self._secret.hex(),
+            "trades": [asdict(t) for t in self._trades.values()],
+            "calls": [[*key, n] for key, n in self._calls.items()],
+            "violations": [asdict(v) for v in self._violations],
+        }
+
+    def load_json(self, data: Mapping[str, object]) -> None:
+        """Replace what this ledger holds with what :meth:`to_json` wrote. ValueError if the
+        data is not such a document (the caller starts afresh and says so)."""
+        try:
+            if data.get("version") != 1:
+                raise ValueError(f"unknown ledger version {data.get('version')!r}")
+            trades = {}
+            for raw in data["trades"]:  # type: ignore[attr-defined]
+                row = dict(raw)
+                row["events"] = [Event(**e) for e in row["events"]]
+                row["outcome"] = Outcome(row["outcome"])
+                row["state"] = TradeState(row["state"])
+                row["amount"] = Fen(row["amount"])
+                trade = Trade(**row)
+                trades[(trade.channel, trade.out_trade_no)] = trade
+            calls = Counter({(c, o, e): int(n) for c, o, e, n in data["calls"]})  # type: ignore[attr-defined]
+            violations = [Violation(**v) for v in data["violations"]]  # type: ignore[attr-defined]
+            secret = bytes.fromhex(str(data["secret"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"not a simulator ledger: {err}") from err
+        self._secret, self._trades, self._calls = secret, trades, calls
+        self._violations = violations
 
     def digest(self, code: str) -> str:
         return hmac.new(self._secret, code.encode(), hashlib.sha256).hexdigest()

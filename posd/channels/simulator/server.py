@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self, assert_never
 
@@ -85,6 +86,7 @@ class Simulator:
         hang_s: float = 15.0,
         min_reverse_delay_s: float = 15.0,
         close_unpaid_after_s: float | None = None,
+        ledger_file: Path | None = None,
     ) -> None:
         self._address = (host, port)
         self._tls = tls
@@ -97,6 +99,9 @@ class Simulator:
             confirm_delay_s=confirm_delay_s,
             close_unpaid_after_s=close_unpaid_after_s,
         )
+        self._ledger_file = ledger_file
+        if ledger_file is not None:
+            self._load_ledger(ledger_file)
         self._faults = FaultQueue()
         require_cert = tls is not None and tls.require_client_cert_on_secapi
         self._gateways: tuple[Gateway, ...] = (
@@ -114,6 +119,33 @@ class Simulator:
         self.alipay = alipay
         self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
+
+    # --- the ledger on disk (posd demo) ------------------------------------------------------
+
+    def _load_ledger(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            self._ledger.load_json(data)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as err:
+            log.warning("simulator ledger %s unreadable (%s): starting with no trades", path, err)
+            return
+        log.info("simulator ledger: %d trade(s) from %s", len(self._ledger.trades(self._clock())),
+                 path)
+
+    def _save_ledger(self) -> None:
+        """Write the ledger (under ``_lock``) so that a restarted simulator knows its trades:
+        to a temporary file, then renamed over the old one."""
+        if self._ledger_file is None:
+            return
+        tmp = self._ledger_file.with_name(self._ledger_file.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self._ledger.to_json(), ensure_ascii=False),
+                           encoding="utf-8")
+            tmp.replace(self._ledger_file)
+        except OSError as err:
+            log.warning("simulator ledger %s not saved: %s", self._ledger_file, err)
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -231,6 +263,7 @@ class Simulator:
         """Forget trades, call counters, violations, scripts and queued faults."""
         with self._lock:
             self._ledger.reset()
+            self._save_ledger()
         self._faults.clear()
 
     def describe(self) -> dict[str, object]:
@@ -269,6 +302,10 @@ class Simulator:
         fault = self._faults.take(*gateway.fault_paths(request))
         if fault is not None:
             log.info("fault %s on %s", fault.kind.value, request.path)
+        if fault is not None and fault.kind is FaultKind.LATE:
+            self._arrive_late(gateway, request, fault.seconds or 0.0)
+            abort(handler)
+            return
         reply = self._process(gateway, request, fault)
         self._deliver(handler, gateway, reply, fault)
 
@@ -282,14 +319,41 @@ class Simulator:
         send(handler, Reply(status, body, "application/json"))
 
     def _process(self, gateway: Gateway, request: Request, fault: Fault | None) -> Reply | None:
-        """The gateway's answer, or None when the fault keeps the request from the ledger."""
+        """The gateway's answer, or None when the fault keeps the request from the ledger.
+
+        A latency fault with ``process`` lets the ledger see the request first and delays only
+        the answer (the request arrived; its answer is slow); without ``process`` the request
+        itself is slow to arrive.
+        """
         if fault is not None:
-            if fault.kind is FaultKind.LATENCY and self._stopping.wait(fault.seconds or 0.0):
-                return None  # stop() came first
-            if not fault.process and fault.kind not in NEEDS_ANSWER:
+            if fault.kind is FaultKind.LATENCY:
+                if fault.process:
+                    with self._lock:
+                        reply = gateway.handle(request)
+                        self._save_ledger()
+                    return None if self._stopping.wait(fault.seconds or 0.0) else reply
+                if self._stopping.wait(fault.seconds or 0.0):
+                    return None  # stop() came first
+            elif not fault.process and fault.kind not in NEEDS_ANSWER:
                 return None
         with self._lock:
-            return gateway.handle(request)
+            reply = gateway.handle(request)
+            self._save_ledger()
+            return reply
+
+    def _arrive_late(self, gateway: Gateway, request: Request, seconds: float) -> None:
+        """The ``late`` fault: the ledger sees ``request`` ``seconds`` from now (its answer
+        goes nowhere: the client's connection was reset when it was sent)."""
+
+        def arrive() -> None:
+            if self._stopping.wait(seconds):
+                return
+            with self._lock:
+                gateway.handle(request)
+                self._save_ledger()
+            log.info("late request on %s reached the ledger", request.path)
+
+        threading.Thread(target=arrive, name="posd-simulator-late", daemon=True).start()
 
     def _deliver(
         self, handler: Handler, gateway: Gateway, reply: Reply | None, fault: Fault | None
@@ -317,6 +381,10 @@ class Simulator:
                 send_or_abort(handler, reply and gateway.tamper(reply, "badsign"))
             case FaultKind.WRONG_TRADE:
                 send_or_abort(handler, reply and gateway.tamper(reply, "wrong_trade"))
+            case FaultKind.SLASH:
+                send_or_abort(handler, reply and gateway.tamper(reply, "slash"))
+            case FaultKind.LATE:
+                abort(handler)  # handled in _serve; here for completeness
             case _:
                 assert_never(kind)
 

@@ -73,6 +73,16 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.server.untrack(self.connection)
 
+    def handle_one_request(self) -> None:
+        """The base class flushes ``wfile`` after the method returns; after :func:`abort`
+        (a ``drop`` fault) it is closed on purpose, which is not an error to log."""
+        try:
+            super().handle_one_request()
+        except ValueError:
+            if not self.wfile.closed:
+                raise
+            self.close_connection = True
+
     def do_GET(self) -> None:
         self.server.on_request(self)
 
