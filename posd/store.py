@@ -255,6 +255,7 @@ class Store:
         #: behind a scan and a scan never waits behind health.
         self._peek_db: sqlite3.Connection | None = None
         self._peek_lock = threading.Lock()
+        self._closed = False
 
     @classmethod
     def open(cls, path: Path | str, *, outbox: bool = True) -> Store:
@@ -282,6 +283,7 @@ class Store:
         with self._lock:
             self._db.close()
         with self._peek_lock:
+            self._closed = True  # the read-only connection is not opened again
             if self._peek_db is not None:
                 self._peek_db.close()
                 self._peek_db = None
@@ -311,6 +313,8 @@ class Store:
                 yield db
             return
         with self._peek_lock:
+            if self._closed:
+                raise StoreError("database error: Cannot operate on a closed database.")
             try:
                 if self._peek_db is None:
                     conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True,
