@@ -52,8 +52,8 @@ from posd.channels.simulator import AlipayKeys, Simulator, TestPki, make_alipay_
 from posd.config import Config
 from posd.daemon import build_channels
 from posd.engine import Engine, policies_for
-from posd.money import Fen
-from posd.sale import Policy, Sale, State
+from posd.core.money import Fen
+from posd.core.sale import Policy, Sale, State
 from posd.store import Store
 from tests.sandbox import ALIPAY_APP_ID, WECHAT, config, make_config
 
@@ -112,7 +112,7 @@ class Schedule:
     policy: Policy
 
     def planned_queries(self) -> list[float]:
-        """Query times after the pay call (answered at once), as ``posd.sale`` plans them:
+        """Query times after the pay call (answered at once), as ``posd.core.sale`` plans them:
         each one interval after the previous one was due; when the next would be at or past
         the deadline, one last query at the deadline (unless the policy says not to)."""
         times: list[float] = []

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.figures import command_line, filesystem, machine, table  # noqa: E402
-from posd.sale import State  # noqa: E402
+from posd.core.sale import State  # noqa: E402
 from posd.store import Store  # noqa: E402
 from tests.hq_fixtures import (  # noqa: E402
     TOKEN,

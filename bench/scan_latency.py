@@ -12,7 +12,7 @@ t0 is taken just before the terminator -- the last keystroke -- is written into 
 pay request, headers and body. Both are ``time.perf_counter()`` (CLOCK_MONOTONIC) in this
 process. The server is this script's own loopback server, not the channel simulator: it
 speaks just enough of WeChat's micropay to pay every sale at once (a signed SUCCESS answer,
-``posd.channels.wechat_wire``) and records when each request arrived; whatever a server does
+``posd.core.wechat_wire``) and records when each request arrived; whatever a server does
 after reading the request happens after t1. HTTPS by default (the server presents the test
 PKI's certificate, posd verifies it with ``ca_file``), over the kept-alive connection of
 posd's requests session, as at a counter; ``--http`` measures plain HTTP. ``--channel alipay``
@@ -58,14 +58,15 @@ import figures
 
 sys.path.insert(0, str(figures.ROOT))  # tests/sandbox.py: the sandbox merchant and config
 
-from posd import sale as machine
-from posd.channels import alipay_wire, transport
-from posd.channels import wechat_wire as wire
+from posd.core import sale as machine
+from posd.channels import transport
+from posd.core import alipay_wire
+from posd.core import wechat_wire as wire
 from posd.channels.simulator import AlipaySandbox, make_alipay_keys, make_test_pki
 from posd.daemon import build_channels
 from posd.engine import Engine
-from posd.money import Fen
-from posd.sale import State
+from posd.core.money import Fen
+from posd.core.sale import State
 from posd.scanner import ConsoleScanner
 from posd.store import Store
 from tests.sandbox import ALIPAY_APP_ID, WECHAT, config, make_config

@@ -4,7 +4,7 @@
 
 The daemon's real pipeline, in one process (DESIGN.md §7, issue #4):
 
-    os.openpty master --"13…\\r"--> pty slave --> pyserial (SerialScanner, posd.framing) -->
+    os.openpty master --"13…\\r"--> pty slave --> pyserial (SerialScanner, posd.core.framing) -->
     Engine.scan --> Store.save (a SQLite file: WAL, synchronous=FULL) --> the sale's worker
     --> WechatPay.pay (requests, HTTPS, client certificate) --> the channel simulator
 
@@ -45,7 +45,7 @@ from posd.channels.simulator.gateway import Gateway, Reply, Request  # noqa: E40
 from posd.config import ScannerConfig  # noqa: E402
 from posd.daemon import build_channels  # noqa: E402
 from posd.engine import Engine  # noqa: E402
-from posd.sale import State  # noqa: E402
+from posd.core.sale import State  # noqa: E402
 from posd.scanner import SerialScanner  # noqa: E402
 from posd.store import Store  # noqa: E402
 from tests.sandbox import WECHAT, config, make_config  # noqa: E402

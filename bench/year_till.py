@@ -45,7 +45,7 @@ from scan_latency import Keyboard, WireClock  # noqa: E402 - the same wire clock
 
 from posd.channels.simulator import make_test_pki  # noqa: E402
 from posd.daemon import Daemon  # noqa: E402
-from posd.sale import State  # noqa: E402
+from posd.core.sale import State  # noqa: E402
 from posd.store import Store  # noqa: E402
 from tests.sandbox import config, make_config, secret  # noqa: E402
 

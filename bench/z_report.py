@@ -5,7 +5,7 @@
 What is timed is what ``GET /v1/reports/daily``, ``posd report daily`` and the print worker
 run: ``posd.printing.load_report`` (SQLite sums the 15-minute rollup ``sale_totals`` that
 triggers keep per channel and state, then reads the day's needs_attention sales over the
-``(state, created_at)`` index) and, for the printed/text form, ``posd.report.elements`` +
+``(state, created_at)`` index) and, for the printed/text form, ``posd.core.report.elements`` +
 ``as_text``. The database is a real SQLite file
 (WAL, synchronous=FULL, posd's own migrations) in a temporary directory, filled before the
 clock starts with 1,000,000 sales in a realistic mix (92 % paid, 4 % declined, 2 % reversed,
@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.figures import command_line, filesystem, machine, ms, spread, table  # noqa: E402
 from posd import report  # noqa: E402
-from posd.layout import as_text  # noqa: E402
+from posd.core.layout import as_text  # noqa: E402
 from posd.printing import load_report  # noqa: E402
-from posd.receipt import Header  # noqa: E402
+from posd.core.receipt import Header  # noqa: E402
 from posd.store import Store  # noqa: E402
 
 DAY = date(2026, 6, 15)

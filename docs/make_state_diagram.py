@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Draw posd.sale.TRANSITIONS as a Mermaid diagram into docs/state-machine.md.
+"""Draw posd.core.sale.TRANSITIONS as a Mermaid diagram into docs/state-machine.md.
 
 One table is spec, code and doc (h11's make-state-diagrams.py). Run:
     .venv/bin/python docs/make_state_diagram.py          # rewrite the diagram
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from posd.sale import FINAL, TRANSITIONS, State  # noqa: E402
+from posd.core.sale import FINAL, TRANSITIONS, State  # noqa: E402
 
 DOC = Path(__file__).with_name("state-machine.md")
 BEGIN, END = "<!-- diagram:begin -->", "<!-- diagram:end -->"

@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from posd import __version__
 from posd.engine import Engine
 from posd.listen import listen_socket
-from posd.errors import (
+from posd.core.errors import (
     ConfigError,
     ConflictError,
     InputError,
@@ -50,9 +50,9 @@ from posd.errors import (
     StoreError,
     UnavailableError,
 )
-from posd.money import MAX_FEN, check_fen
-from posd.report import BUCKETS, ChannelTotals, DailyReport, daily_report, day_bounds, parse_day
-from posd.sale import Sale, State
+from posd.core.money import MAX_FEN, check_fen
+from posd.core.report import BUCKETS, ChannelTotals, DailyReport, daily_report, day_bounds, parse_day
+from posd.core.sale import Sale, State, cancel_refusal
 
 log = logging.getLogger(__name__)
 
@@ -475,9 +475,8 @@ class _Routes:
         409 when the sale is paid (cancel does not refund) or needs a person's attention.
         """
         sale = self.engine.cancel(sale_id)
-        if sale.state in (State.PAID, State.NEEDS_ATTENTION):
-            raise ConflictError(
-                f"sale {sale.id} is {sale.state} and cannot be cancelled: {sale.message}")
+        if (why := cancel_refusal(sale)) is not None:
+            raise ConflictError(why)
         return sale_out(sale, self.tz)
 
     def report_daily(

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from posd.errors import PosdError
+from posd.core.errors import PosdError
 
 
 class BackupError(PosdError):

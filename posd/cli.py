@@ -19,33 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from posd import __version__
-from posd.errors import ConfigError, InputError, PosdError
+from posd.logs import setup_logging
+from posd.core.errors import ConfigError, InputError, PosdError
 
 log = logging.getLogger("posd")
 
 EX_OK, EX_NOT_PAID, EX_USAGE, EX_ATTENTION = 0, 1, 2, 3
 EX_DATAERR, EX_UNAVAILABLE, EX_CONFIG = 65, 69, 78
-
-
-def setup_logging(level: int = logging.INFO, log_file: Path | None = None, *,
-                  json_stderr: bool = False, json_file: Path | None = None,
-                  stderr_level: int | None = None) -> None:
-    """stderr for journald (text, or JSON lines); optionally a text file (the demo keeps the
-    console for people) and/or a JSON-lines file. Every handler redacts (posd.logs)."""
-    from posd import logs
-
-    root = logging.getLogger()
-    root.handlers.clear()
-    root.addHandler(logs.handler(sys.stderr, as_json=json_stderr,
-                                 level=level if stderr_level is None else stderr_level))
-    root.setLevel(min(level, logging.INFO))
-    logging.captureWarnings(True)  # warnings too go through the handlers (and the redactor)
-    if log_file is not None:
-        root.addHandler(logs.handler(path=log_file))
-    if json_file is not None:
-        root.addHandler(logs.handler(path=json_file, as_json=True, level=level))
-    for noisy in ("apscheduler", "uvicorn", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,10 +12,11 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from posd.config import Config, read_secret
-from posd.errors import PosdError
-from posd.money import parse_yuan
+from posd.core.errors import PosdError
+from posd.core import sale as sale_states
+from posd.core.money import parse_yuan
 
-FINAL = {"paid", "declined", "reversed", "cancelled", "needs_attention"}
+FINAL = frozenset(state.value for state in sale_states.FINAL)
 
 
 class ApiError(PosdError):

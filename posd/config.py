@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from posd.codes import DEFAULT_RULES, PrefixRule
-from posd.errors import ConfigError
-from posd.framing import BYTE_TERMINATORS, IDLE, KEY_TERMINATORS
+from posd.core.codes import DEFAULT_RULES, PrefixRule
+from posd.core.errors import ConfigError
+from posd.core.framing import BYTE_TERMINATORS, IDLE, KEY_TERMINATORS
 from posd.logs import SECRETS
 
 DEFAULT_PATH = Path("/etc/posd/config.toml")
@@ -308,7 +308,7 @@ class PrinterConfig(_Model):
 
 
 class ReceiptConfig(_Model):
-    """What receipts look like and which sales get one (posd.receipt)."""
+    """What receipts look like and which sales get one (posd.core.receipt)."""
 
     language: Literal["en", "zh"] = "en"
     paper_mm: Literal[58, 80] = 58
@@ -330,7 +330,7 @@ class ReceiptConfig(_Model):
 
 
 class ReportConfig(_Model):
-    """The daily summary (posd.report): business day and automatic printing."""
+    """The daily summary (posd.core.report): business day and automatic printing."""
 
     #: the business day runs from this hour to the same hour the next day (0 = midnight).
     business_day_cutoff_hour: int = Field(default=0, ge=0, le=23)

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from posd import receipt
+from posd.core import receipt
 from posd.api import ApiServer, create_app
 from posd.channels import Channel
 from posd.config import Config, read_api_token

@@ -36,10 +36,10 @@ from posd.channels.simulator import (
     make_test_pki,
     run_forever,
 )
-from posd.errors import PosdError, UnavailableError
-from posd.money import format_yuan, parse_yuan
+from posd.core.errors import PosdError, UnavailableError
+from posd.core.money import format_yuan, parse_yuan
 from posd.client import Display, seconds_left
-from posd.sale import Sale, State
+from posd.core.sale import Sale, State
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ def run_demo(data: Path, api_port: int | None = None) -> int:
 
 
 def _run_demo(data: Path, api_port: int | None) -> int:
-    from posd.cli import setup_logging
+    from posd.logs import setup_logging
     from posd.daemon import Daemon
 
     box = provision(data, api_port)

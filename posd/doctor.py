@@ -44,7 +44,7 @@ from posd.doctor_checks import (
     ok,
     warn,
 )
-from posd.errors import ConfigError, PosdError
+from posd.core.errors import ConfigError, PosdError
 from posd.logs import redact
 
 #: The user systemd/posd.service runs posd as (systemd/posd.sysusers makes it).

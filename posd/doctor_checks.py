@@ -26,9 +26,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from posd.config import Config, PrinterConfig, ScannerConfig, read_secret
-from posd.errors import ConfigError, DeviceError
-from posd.money import Fen
-from posd.sale import ChannelResult, NotFound, Unknown
+from posd.core.errors import ConfigError, DeviceError
+from posd.core.money import Fen
+from posd.core.sale import ChannelResult, NotFound, Unknown
 
 #: The clock may be this far from the servers' before posd doctor warns / fails.
 CLOCK_WARN_S, CLOCK_FAIL_S = 10.0, 120.0
@@ -168,7 +168,7 @@ def _probe_serial(scanner: ScannerConfig) -> str | None:
 
 
 def check_printer(config: Config) -> Check:
-    from posd.print_jobs import DESCRIPTIONS, Status
+    from posd.core.print_jobs import DESCRIPTIONS, Status
     from posd.printer import open_printer
 
     printer = config.printer

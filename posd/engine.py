@@ -2,7 +2,7 @@
 """The shell that drives sales: store -> channel -> store -> receipt.
 
 Each non-final sale is driven by one worker thread (requests blocks), which performs the
-sale's ``next_action`` at ``next_at``, applies the answer with the pure ``posd.sale`` functions
+sale's ``next_action`` at ``next_at``, applies the answer with the pure ``posd.core.sale`` functions
 and commits the result before doing anything else. The full payment code lives only in that
 worker's memory; the store sees it masked. A cashier cancel or a shutdown wakes the worker,
 which re-reads the sale before acting.
@@ -23,13 +23,13 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from posd import sale as machine
+from posd.core import sale as machine
 from posd.channels import Channel
-from posd.codes import CHANNEL_LABELS, DoubleReadFilter, mask, route
+from posd.core.codes import CHANNEL_LABELS, DoubleReadFilter, mask, route
 from posd.config import Config
-from posd.errors import CodeError, InputError, StoreError, UnavailableError
-from posd.money import check_fen
-from posd.sale import Action, ChannelResult, Policy, Sale, State
+from posd.core.errors import CodeError, InputError, StoreError, UnavailableError
+from posd.core.money import check_fen
+from posd.core.sale import Action, ChannelResult, Policy, Sale, State
 from posd.store import Store
 
 log = logging.getLogger(__name__)
@@ -305,17 +305,13 @@ class Engine:
         if self._stopping.is_set():
             return ScanOutcome(False, "posd is shutting down; no new payments")
         with self._cond:
-            if self._store.find(states=(State.PAYING, State.CONFIRMING)):
-                return ScanOutcome(False, "another payment is in progress; wait for it to finish")
-            waiting = self._store.find(states=(State.AWAITING_CODE,))
-            if not waiting:
-                return ScanOutcome(False, "no sale is waiting for a payment code; enter the amount first")
-            if len(waiting) > 1:  # only a store written before rule 7 can hold several
-                ids = ", ".join(str(s.id) for s in waiting)
-                return ScanOutcome(False, f"several sales ({ids}) wait for a code; cancel all "
-                                   "but the one the customer is paying")
+            target = machine.scan_target(
+                self._store.find(states=(State.AWAITING_CODE,)),
+                paying_now=bool(self._store.find(states=tuple(machine.PAYING_NOW))))
+            if isinstance(target, str):
+                return ScanOutcome(False, target)
             now = self._clock()
-            sale = machine.start_pay(waiting[0], channel, mask(code), now, self._policies[channel])
+            sale = machine.start_pay(target, channel, mask(code), now, self._policies[channel])
             sale = self._store.save(sale, None, f"code scanned ({CHANNEL_LABELS[channel]})")
             self._cond.notify_all()
         self._spawn(sale.id, code)
@@ -431,7 +427,7 @@ class Engine:
         now = self._clock()
         for sale in self._store.unfinished():
             if sale.state is State.AWAITING_CODE:
-                if now - sale.created_at > self._config.payment.awaiting_code_s:
+                if machine.is_forgotten(sale, now, self._config.payment.awaiting_code_s):
                     self.expire(sale.id)
                 continue
             with self._cond:
@@ -445,8 +441,7 @@ class Engine:
         the backlog counters: the same cost on an empty store and a year-old one."""
         now = self._clock()
         attention = self._store.find(states=(State.NEEDS_ATTENTION,), peek=True)
-        in_flight = self._store.find(states=(State.PAYING, State.CONFIRMING, State.REVERSING),
-                                     peek=True)
+        in_flight = self._store.find(states=tuple(machine.IN_FLIGHT), peek=True)
         backlog = self._store.outbox_backlog()
         stuck = [s for s in in_flight if s.state is State.REVERSING
                  and now - (s.pay_sent_at or s.created_at) > REVERSING_LONG_S]

@@ -2,11 +2,11 @@
 """Log output: one redaction path in front of every handler; text for journald or JSON lines.
 
 DESIGN §2 rule 6: payment codes are logged masked, keys and tokens never. Modules mask codes
-themselves (``posd.codes.mask``); this module is the net under them. Every handler that
-``posd.cli.setup_logging`` installs carries the one :class:`Redactor`, a ``logging.Filter``
+themselves (``posd.core.codes.mask``); this module is the net under them. Every handler that
+``setup_logging`` installs carries the one :class:`Redactor`, a ``logging.Filter``
 that rewrites each record -- message, traceback, stack -- before any formatter sees it:
 
-- a run of 16-24 digits that starts with a payment-code prefix (``posd.codes.DEFAULT_RULES``)
+- a run of 16-24 digits that starts with a payment-code prefix (``posd.core.codes.DEFAULT_RULES``)
   and is not glued to a letter or digit on its left becomes ``1345…0001``. The left edge
   keeps ``out_trade_no`` (store + terminal + digits, e.g. ``S001T1…``) readable;
 - every secret posd has read (``config.read_secret`` and ``config.load`` register them in
@@ -35,7 +35,7 @@ from typing import TextIO
 
 from collections.abc import Iterable
 
-from posd.codes import DEFAULT_RULES, PrefixRule, mask
+from posd.core.codes import DEFAULT_RULES, PrefixRule, mask
 
 #: Shown instead of a secret.
 HIDDEN = "[secret]"
@@ -220,3 +220,23 @@ def log_uncaught() -> None:
 
     sys.excepthook = main_hook
     threading.excepthook = thread_hook
+
+
+def setup_logging(level: int = logging.INFO, log_file: Path | None = None, *,
+                  json_stderr: bool = False, json_file: Path | None = None,
+                  stderr_level: int | None = None) -> None:
+    """stderr for journald (text, or JSON lines); optionally a text file (the demo keeps the
+    console for people) and/or a JSON-lines file. Every handler redacts (:class:`Redactor`).
+    The CLI and the demo call it; it lives here so that neither imports the other."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.addHandler(handler(sys.stderr, as_json=json_stderr,
+                            level=level if stderr_level is None else stderr_level))
+    root.setLevel(min(level, logging.INFO))
+    logging.captureWarnings(True)  # warnings too go through the handlers (and the redactor)
+    if log_file is not None:
+        root.addHandler(handler(path=log_file))
+    if json_file is not None:
+        root.addHandler(handler(path=json_file, as_json=True, level=level))
+    for noisy in ("apscheduler", "uvicorn", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-from posd.errors import PosdError
+from posd.core.errors import PosdError
 
 log = logging.getLogger(__name__)
 

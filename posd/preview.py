@@ -18,7 +18,7 @@ from pathlib import Path
 import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
-from posd.layout import Element, Line, Qr, scale, width
+from posd.core.layout import Element, Line, Qr, scale, width
 
 log = logging.getLogger(__name__)
 

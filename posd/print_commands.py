@@ -21,11 +21,11 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from posd import report
+from posd.core import report
 from posd.config import Config
-from posd.errors import PosdError, StoreError
-from posd.layout import as_text
-from posd.print_jobs import JobState, PrintJob, receipt_job, report_job
+from posd.core.errors import PosdError, StoreError
+from posd.core.layout import as_text
+from posd.core.print_jobs import JobState, PrintJob, receipt_job, report_job
 from posd.printing import Paper, load_report, receipt_layout, report_layout
 from posd.store import Store
 

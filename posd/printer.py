@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Paper out: layouts -> ESC/POS bytes (python-escpos) -> a printer; or text to a console.
 
-- :func:`render` turns a layout (``posd.layout`` elements) into the bytes of one job with
+- :func:`render` turns a layout (``posd.core.layout`` elements) into the bytes of one job with
   python-escpos' ``Dummy`` printer: ``ESC @`` first (a known state whatever the last job
   left: python-escpos #272, #373), ``FS &`` (Chinese mode) where configured, then
   ``set(align=, bold=, size)`` and the text of each line, QR codes, ``FS .`` and a cut.
@@ -30,12 +30,12 @@ from typing import Any, Protocol, TextIO, assert_never
 from escpos.exceptions import DeviceNotFoundError
 from escpos.printer import Dummy, File, Network, Serial, Usb
 
-from posd import receipt
+from posd.core import receipt
 from posd.config import PrinterConfig
-from posd.errors import ConfigError, DeviceError
-from posd.layout import Element, Line, Qr, as_text
-from posd.print_jobs import STATUS_QUERIES, Status, decode_status
-from posd.sale import Sale, State
+from posd.core.errors import ConfigError, DeviceError
+from posd.core.layout import Element, Line, Qr, as_text
+from posd.core.print_jobs import STATUS_QUERIES, Status, decode_status
+from posd.core.sale import PRINTABLE, Sale, State
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ CHINESE_OFF = b"\x1c."
 _SUBSTITUTES = {"¥": "￥"}  # noqa: RUF001 - the two yuan signs, on purpose
 
 #: Receipts are printed for these final states (cancelled sales never reached a channel).
-PRINTED = frozenset({State.PAID, State.REVERSED, State.DECLINED, State.NEEDS_ATTENTION})
+PRINTED = PRINTABLE  # posd.core.sale's group
 
 Reader = Callable[[Any, float], bytes]  # (python-escpos printer, timeout) -> bytes; b"": silence
 

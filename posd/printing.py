@@ -31,18 +31,18 @@ from typing import TYPE_CHECKING, Any, TextIO
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from posd import receipt, report
+from posd.core import receipt, report
 from posd.config import Config, ReceiptConfig
-from posd.errors import DeviceError, InputError, NotFoundError
-from posd.layout import Element, as_text
-from posd.print_jobs import (
+from posd.core.errors import DeviceError, InputError, NotFoundError
+from posd.core.layout import Element, as_text
+from posd.core.print_jobs import (
     DESCRIPTIONS, JobKind, JobState, PrintJob, RetryPolicy, Status, failed_attempt,
     nothing_to_print, printed, receipt_job, report_job,
 )
 from posd.printer import (
     PRINTED, ConsoleOutput, ConsolePrinter, Printer, archive, open_printer,
 )
-from posd.sale import Sale, State
+from posd.core.sale import Sale, State
 from posd.store import Store
 
 if TYPE_CHECKING:

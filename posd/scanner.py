@@ -2,7 +2,7 @@
 """Scanner readers: thin threads that turn device input into whole codes for the engine.
 
 Framing is apart from reading (pyserial's ``threaded.Packetizer`` shape): a reader thread
-does the I/O and feeds a pure framer (:mod:`posd.framing`); each complete code, with the
+does the I/O and feeds a pure framer (:mod:`posd.core.framing`); each complete code, with the
 monotonic time of its last keystroke, goes to one callback -- :meth:`posd.engine.Engine.scan`,
 the one pipeline every source shares (classification, double-read debounce, stale codes,
 "no sale waiting", "sale in flight").
@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TextIO
 
 from posd.config import ScannerConfig
-from posd.errors import ConfigError, DeviceError
-from posd.framing import (
+from posd.core.errors import ConfigError, DeviceError
+from posd.core.framing import (
     BYTE_TERMINATORS,
     EV_KEY,
     EV_SYN,
@@ -62,27 +62,6 @@ OnCode = Callable[[str, float, str], object]
 #: Delays between attempts to (re)open a device; the last repeats. Re-plug is noticed within
 #: the last one. One failed open() every 2 s costs nothing measurable.
 RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0)
-
-
-class LineFramer:
-    """Bytes in, whole lines out (CR, LF or CRLF end a code). No I/O."""
-
-    def __init__(self, max_length: int = 128) -> None:
-        self._buf = bytearray()
-        self._max = max_length
-
-    def feed(self, data: bytes) -> list[str]:
-        codes = []
-        for byte in data:
-            if byte in (0x0D, 0x0A):
-                if self._buf:
-                    codes.append(self._buf.decode("ascii", "replace"))
-                self._buf.clear()
-            elif len(self._buf) < self._max:
-                self._buf.append(byte)
-            else:
-                self._buf.clear()  # runaway input without a terminator: drop it
-        return codes
 
 
 class ConsoleScanner:

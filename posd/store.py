@@ -21,14 +21,15 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from posd.errors import ConflictError, NotFoundError, StoreError
-from posd.money import Fen
-from posd.print_jobs import JobState, PrintJob
-from posd.sale import Action, Sale, State
+from posd.core.errors import ConflictError, NotFoundError, StoreError
+from posd.core.money import Fen
+from posd.core.print_jobs import JobState, PrintJob
+from posd.core.sale import OPEN, UNRESOLVED, WORKING, Action, Sale, State
 
 migrations = Migrations("posd")
 
-_UNRESOLVED = tuple(s.value for s in State if s not in {State.DECLINED, State.REVERSED, State.CANCELLED})
+#: One paid or unresolved sale per order (posd.core.sale's groups, as stored strings).
+_TAKEN = tuple(s.value for s in State if s is State.PAID or s in UNRESOLVED)
 
 
 @migrations(name="001_sales")
@@ -149,8 +150,7 @@ def _003_outbox_sync(db: Database) -> None:
 #: partial index holds them (004_open_sales); queries name it with INDEXED BY and repeat its
 #: WHERE literally, because after ANALYZE the planner would rather scan 700,000 rows by
 #: ``state`` (most of them "paid") than trust a plain index (55 ms a scan, measured).
-OPEN_STATES = (State.AWAITING_CODE, State.PAYING, State.CONFIRMING, State.REVERSING,
-               State.NEEDS_ATTENTION)
+OPEN_STATES = tuple(s for s in State if s in OPEN)
 _OPEN = f"state in ({', '.join(repr(s.value) for s in OPEN_STATES)})"
 _OPEN_INDEX = "indexed by sales_open"
 
@@ -366,10 +366,10 @@ class Store:
             return sale, True
 
     def _check_order_free(self, db: Database, order_ref: str) -> None:
-        marks = ", ".join("?" for _ in _UNRESOLVED)
+        marks = ", ".join("?" for _ in _TAKEN)
         rows = list(db.query(
             f"select id, state from sales where order_ref = ? and state in ({marks}) limit 1",
-            [order_ref, *_UNRESOLVED],
+            [order_ref, *_TAKEN],
         ))
         if rows:
             sale_id, state = rows[0]["id"], rows[0]["state"]
@@ -464,8 +464,7 @@ class Store:
 
     def unfinished(self) -> list[Sale]:
         """Every sale that still has work to do (for start-up recovery)."""
-        return self.find(states=(State.AWAITING_CODE, State.PAYING, State.CONFIRMING,
-                                 State.REVERSING))
+        return self.find(states=tuple(s for s in State if s in WORKING))
 
     def events(self, sale_id: int) -> list[dict[str, Any]]:
         with self._read() as db:

@@ -3,7 +3,7 @@
 
 The outbox (posd.store) gets a row in the same transaction as every final sale, and one per
 closed business day (a daily summary, made here). :class:`Syncer` sends unsent rows in
-``seq`` order, ``hq.batch_size`` at a time, signed (posd.hq.protocol), and settles HQ's
+``seq`` order, ``hq.batch_size`` at a time, signed (posd.core.hq_protocol), and settles HQ's
 per-record answer in one transaction: ``accepted`` and ``duplicate`` mark the row
 acknowledged; ``rejected`` quarantines it (kept, not sent again, shown in ``posd sync
 --status`` and /v1/health until ``posd sync --retry-rejected``), so one bad record never
@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from posd.config import Config, read_secret
-from posd.errors import ConfigError, StoreError
+from posd.core.errors import ConfigError, StoreError
 from posd.hq.client import (
     HqAuthError,
     HqClient,
@@ -47,8 +47,8 @@ from posd.hq.client import (
     encode_batch,
     settle,
 )
-from posd.money import Fen, format_yuan
-from posd.report import (
+from posd.core.money import Fen, format_yuan
+from posd.core.report import (
     BUCKETS,
     ChannelTotals,
     DailyReport,
@@ -56,7 +56,7 @@ from posd.report import (
     daily_report,
     day_bounds,
 )
-from posd.sale import Sale
+from posd.core.sale import Sale
 from posd.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ import requests
 from posd.hq.client import HqClient
 from posd.hq.server import HqServer, Secrets, open_storage
 from posd.hq.storage import Storage
-from posd.money import Fen
-from posd.sale import Sale, State, make_out_trade_no
+from posd.core.money import Fen
+from posd.core.sale import Sale, State, make_out_trade_no
 from posd.store import Store, sale_record
 from posd.sync import Syncer
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki, WechatSandbox
 from posd.config import Config
-from posd.sale import Policy
+from posd.core.sale import Policy
 
 WECHAT = WechatSandbox("wx2421b1c4370ec43b", "10000100", "sandboxkeysandboxkeysandboxkey12")
 
@@ -20,7 +20,7 @@ WECHAT = WechatSandbox("wx2421b1c4370ec43b", "10000100", "sandboxkeysandboxkeysa
 MIN_REVERSE = 1.0
 FAST = Policy(deadline_s=2.5, query_intervals_s=(0.2,), pay_retry_delay_s=0.1,
               min_reverse_delay_s=MIN_REVERSE + 0.2, reverse_backoff_s=(0.2, 0.4), late_trade_s=1.0)
-#: Alipay's cancel waits as long as WeChat's reverse (posd.sale.REVERSE_DELAY_S).
+#: Alipay's cancel waits as long as WeChat's reverse (posd.core.sale.REVERSE_DELAY_S).
 FAST_ALIPAY = FAST
 ALIPAY_APP_ID = "2021000000000001"
 

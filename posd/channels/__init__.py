@@ -2,22 +2,17 @@
 """Payment channels: one small class per channel behind the :class:`Channel` protocol.
 
 Adapters never raise for business outcomes and never return dicts: every call returns a
-``posd.sale.ChannelResult`` value. Transport errors map by urllib3's rule: a connect error
+``posd.core.sale.ChannelResult`` value. Transport errors map by urllib3's rule: a connect error
 (the request surely never arrived) is ``Unknown(may_have_arrived=False)``; a read timeout,
 reset, 5xx, garbage or a bad signature is ``Unknown(may_have_arrived=True)``.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
-from typing import ClassVar, Final, Protocol
+from typing import ClassVar, Protocol
 
-from posd.money import Fen
-from posd.sale import ChannelResult
-
-#: The channels' own time (timestamps, bills, trade times), also printed on receipts.
-#: China has kept UTC+8 without daylight saving since 1991: a fixed offset is exact.
-BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
+from posd.core.money import Fen
+from posd.core.sale import ChannelResult
 
 
 class Channel(Protocol):

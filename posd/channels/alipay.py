@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Alipay face-to-face bar-code client (当面付条码): trade.pay, trade.query, trade.cancel. [shell]
 
-Every call returns a :data:`posd.sale.ChannelResult` value, never raises for what the channel
+Every call returns a :data:`posd.core.sale.ChannelResult` value, never raises for what the channel
 or the network did, never returns a dict (reference/channels.md §2, §4).
 
 - Requests go to ``gateway.do`` as the official SDK sends them: the common parameters and
@@ -16,7 +16,7 @@ or the network did, never returns a dict (reference/channels.md §2, §4).
   unsigned) mean no trade was made: pay -> ``Declined``, query and cancel -> ``Unknown`` (a
   cancel is sent again with backoff: e.g. 40002 isv.invalid-timestamp while the clock is off). Code 20000 and sub_code ACQ.SYSTEM_ERROR are Unknown whatever else they say.
 - Transport failures follow urllib3's rule (``posd.channels.transport``).
-- Never logged: the private key, strings-to-sign, full payment codes (``posd.codes.mask``).
+- Never logged: the private key, strings-to-sign, full payment codes (``posd.core.codes.mask``).
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from posd.channels import BEIJING, transport
-from posd.channels import alipay_codes as codes
-from posd.channels import alipay_wire as wire
-from posd.codes import mask
+from posd.channels import transport
+from posd.core.zones import BEIJING
+from posd.core import alipay_codes as codes
+from posd.core import alipay_wire as wire
+from posd.core.codes import mask
 from posd.config import AlipayConfig, read_secret
-from posd.errors import AmountError, ConfigError
-from posd.money import Fen, format_yuan, parse_yuan
-from posd.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Refused, Unknown
+from posd.core.errors import AmountError, ConfigError
+from posd.core.money import Fen, format_yuan, parse_yuan
+from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Refused, Unknown
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from urllib3.exceptions import ConnectTimeoutError, ProtocolError, ReadTimeoutEr
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util.retry import Retry
 
-from posd.sale import Unknown
+from posd.core.sale import Unknown
 
 #: OpenSSL reasons meaning the TLS handshake was refused: the peer's HTTP layer never saw us.
 _HANDSHAKE_REASONS: Final = (

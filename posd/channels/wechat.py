@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """WeChat Pay v2 client: micropay, orderquery, reverse. [shell]
 
-Every call returns a :data:`posd.sale.ChannelResult` value, never raises for what the channel
+Every call returns a :data:`posd.core.sale.ChannelResult` value, never raises for what the channel
 or the network did, never returns a dict (reference/channels.md §1, §4).
 
 - An answer is used only if it is XML (parsed by defusedxml, at most ``MAX_BODY`` bytes),
@@ -14,8 +14,8 @@ or the network did, never returns a dict (reference/channels.md §1, §4).
 - Transport failures follow urllib3's rule (``posd.channels.transport``): only a failed
   connect or TLS handshake is ``Unknown(may_have_arrived=False)``; read timeouts, resets,
   closes after sending and non-200 statuses are ``Unknown(may_have_arrived=True)``.
-- No retries here (urllib3 retries off): what to do next is ``posd.sale``'s decision.
-- Never logged: the API key, strings-to-sign, full payment codes (``posd.codes.mask``).
+- No retries here (urllib3 retries off): what to do next is ``posd.core.sale``'s decision.
+- Never logged: the API key, strings-to-sign, full payment codes (``posd.core.codes.mask``).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import ClassVar, Final
 
 
 from posd.channels import transport
-from posd.channels import wechat_wire as wire
-from posd.codes import mask
+from posd.core import wechat_wire as wire
+from posd.core.codes import mask
 from posd.config import WechatConfig, read_secret
-from posd.errors import ConfigError
-from posd.money import Fen
-from posd.sale import (
+from posd.core.errors import ConfigError
+from posd.core.money import Fen
+from posd.core.sale import (
     ChannelResult,
     Closed,
     Declined,
@@ -120,7 +120,7 @@ REVERSE_ERRORS: Final[Mapping[str, ChannelResult]] = {
     # Not in WeChat's list for reverse, but if it ever says so the trade is closed: the aim.
     "ORDERREVERSED": Closed("ORDERREVERSED"),
     "ORDERCLOSED": Closed("ORDERCLOSED"),
-    # Past the 7-day window: posd.sale queries the order and says "refund it" if it is paid.
+    # Past the 7-day window: posd.core.sale queries the order and says "refund it" if it is paid.
     "REVERSE_EXPIRE": Refused(
         "REVERSE_EXPIRE", "WeChat no longer reverses this order (older than 7 days)",
         too_late=True,

@@ -2,7 +2,7 @@
 """The terminal's end of the HQ protocol: batches from outbox rows, the signed POST, HQ's
 answer read per record, and the errors by cause. Used by :mod:`posd.sync`.
 
-A batch is the outbox rows in ``seq`` order (posd.hq.protocol gives the format); HQ answers
+A batch is the outbox rows in ``seq`` order (posd.core.hq_protocol gives the format); HQ answers
 each record ``accepted``, ``duplicate`` or ``rejected``. Transport failures map to
 :class:`HqUnavailable` whatever they are: unlike a pay request, a batch whose answer was
 lost is safe to send again (HQ keeps one copy per record).
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import tzinfo
 
 from posd.channels import transport
-from posd.errors import PosdError
-from posd.hq import protocol
-from posd.report import business_day
-from posd.sale import Unknown
+from posd.core.errors import PosdError
+from posd.core import hq_protocol as protocol
+from posd.core.report import business_day
+from posd.core.sale import Unknown
 from posd.store import OutboxRow
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from posd.hq.protocol import Record
+from posd.core.hq_protocol import Record
 from posd.hq.storage import RecordRefused, StateRow, StorageUnavailable, body, unique_records
 
 #: any fixed number: serialises schema creation between receivers starting together.

@@ -30,8 +30,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from posd.config import read_secret
-from posd.errors import ConfigError
-from posd.hq import protocol
+from posd.core.errors import ConfigError
+from posd.core import hq_protocol as protocol
 from posd.listen import listen_socket
 from posd.hq.storage import (
     RecordRefused,

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from posd.hq.protocol import Record
+from posd.core.hq_protocol import Record
 from posd.hq.storage import (
     RecordRefused,
     StateRow,

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from posd.errors import PosdError
-from posd.hq.protocol import Record
+from posd.core.errors import PosdError
+from posd.core.hq_protocol import Record
 
 #: the figures of a day, per state; ``*_amount`` are fen.
 FIGURES = ("paid", "reversed", "declined", "cancelled", "needs_attention")

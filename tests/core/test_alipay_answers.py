@@ -20,7 +20,7 @@ from alipay.exceptions import AliPayValidationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from posd.channels import alipay_wire as wire
+from posd.core import alipay_wire as wire
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PUBLIC = KEY.public_key()

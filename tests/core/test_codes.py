@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: MIT
 import pytest
 
-from posd.codes import DoubleReadFilter, PrefixRule, classify, mask, route
-from posd.errors import CodeError
+from posd.core.codes import DoubleReadFilter, PrefixRule, classify, mask, route
+from posd.core.errors import CodeError
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 
 from posd import config
 from posd.cli import main
-from posd.errors import ConfigError
+from posd.core.errors import ConfigError
 
 ROOT = Path(__file__).parents[2]
 

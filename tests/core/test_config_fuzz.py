@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from posd import config
-from posd.errors import ConfigError
+from posd.core.errors import ConfigError
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 

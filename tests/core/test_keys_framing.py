@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from posd.framing import (
+from posd.core.framing import (
     KEY_CAPSLOCK,
     KEY_DOWN,
     KEY_ENTER,

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from posd.errors import AmountError
-from posd.money import MAX_FEN, check_fen, format_yuan, parse_yuan
+from posd.core.errors import AmountError
+from posd.core.money import MAX_FEN, check_fen, format_yuan, parse_yuan
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,10 @@ from dataclasses import replace
 
 import pytest
 
-from posd import receipt
-from posd import sale as m
-from posd.money import Fen
-from posd.sale import Action
+from posd.core import receipt
+from posd.core import sale as m
+from posd.core.money import Fen
+from posd.core.sale import Action
 
 HEADER = receipt.Header("示例便利店 Example Mart", "S001", "T01", "1 Road")
 T0 = 1_700_000_000.0
@@ -50,7 +50,7 @@ def test_declined_receipt_says_not_paid_and_why() -> None:
 
 # --- layout elements: sizes, languages, paper widths ----------------------------------------
 
-from posd.layout import Line, Qr, scale  # noqa: E402 - grouped with the tests that use them
+from posd.core.layout import Line, Qr, scale  # noqa: E402 - grouped with the tests that use them
 
 STATES = [m.State.PAID, m.State.DECLINED, m.State.REVERSED, m.State.NEEDS_ATTENTION]
 

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: MIT
-"""posd.layout: display widths, wrapping, pairs, and the text a console shows."""
+"""posd.core.layout: display widths, wrapping, pairs, and the text a console shows."""
 
 import pytest
 
-from posd.layout import Line, Qr, as_text, centred, pair, rule, title_size, width, wrap
+from posd.core.layout import Line, Qr, as_text, centred, pair, rule, title_size, width, wrap
 from tests.core.test_core_imports import test_core_module_does_no_io as check_core
 
 

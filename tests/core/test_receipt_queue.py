@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: MIT
-"""posd.print_jobs: DLE EOT status bytes, retries with backoff, receipts given up."""
+"""posd.core.print_jobs: DLE EOT status bytes, retries with backoff, receipts given up."""
 
 import pytest
 
-from posd.print_jobs import (
+from posd.core.print_jobs import (
     JobKind, JobState, PrintJob, RetryPolicy, Status, decode_status, failed_attempt,
     nothing_to_print, printed, receipt_job, report_job,
 )

@@ -4,10 +4,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from posd.errors import InputError
-from posd.money import Fen
-from posd.report import BUCKETS, NO_CHANNEL, Tally, bucket, daily_report, day_bounds, parse_day
-from posd.sale import Sale, State
+from posd.core.errors import InputError
+from posd.core.money import Fen
+from posd.core.report import BUCKETS, NO_CHANNEL, Tally, bucket, daily_report, day_bounds, parse_day
+from posd.core.sale import Sale, State
 
 DAY = date(2024, 5, 1)
 
@@ -85,9 +85,9 @@ def test_a_daylight_saving_day_is_not_24_hours() -> None:
 
 # --- business days, SQL totals, paper, CSV ----------------------------------------------------
 
-from posd import report as r  # noqa: E402 - grouped with the tests that use it
-from posd.layout import Line, as_text  # noqa: E402
-from posd.receipt import Header  # noqa: E402
+from posd.core import report as r  # noqa: E402 - grouped with the tests that use it
+from posd.core.layout import Line, as_text  # noqa: E402
+from posd.core.receipt import Header  # noqa: E402
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 HEADER = Header("示例便利店 Example Mart", "S001", "T01")

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posd import sale as m
-from posd.errors import InvariantError
-from posd.money import Fen
-from posd.sale import Action, State
+from posd.core import sale as m
+from posd.core.errors import InvariantError
+from posd.core.money import Fen
+from posd.core.sale import Action, State
 
 POLICY = m.Policy(deadline_s=30.0, query_intervals_s=(1.0, 2.0))
 WX = m.WECHAT_POLICY

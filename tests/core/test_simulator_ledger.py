@@ -19,7 +19,7 @@ from posd.channels.simulator.ledger import (
     TradeState,
     outcome_for,
 )
-from posd.money import Fen
+from posd.core.money import Fen
 
 T0 = 1_750_000_000.0
 

@@ -9,14 +9,14 @@ from datetime import UTC, date, timedelta, timezone
 
 import pytest
 
-from posd.hq import protocol
+from posd.core import hq_protocol as protocol
 from posd.hq.client import HqProtocolError, encode_batch, settle, wire_record
-from posd.report import business_day
+from posd.core.report import business_day
 from posd.hq.server import answer
 from posd.hq.storage import StateRow, day_totals, latest_sales, unique_records
-from posd.money import Fen
-from posd.report import daily_report
-from posd.sale import Sale, State
+from posd.core.money import Fen
+from posd.core.report import daily_report
+from posd.core.sale import Sale, State
 from posd.store import OutboxRow, sale_record
 from posd.sync import backoff_s, summary_payload
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from posd.hq import protocol
+from posd.core import hq_protocol as protocol
 from posd.hq.client import encode_batch
-from posd.money import Fen
-from posd.report import daily_report
-from posd.sale import Sale, State
+from posd.core.money import Fen
+from posd.core.report import daily_report
+from posd.core.sale import Sale, State
 from posd.store import OutboxRow, sale_record
 from posd.sync import summary_payload
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac
 
-from posd.channels import wechat_wire as wire
+from posd.core import wechat_wire as wire
 
 KEY = "192006250b4c09247ec02edce69f6a2d"
 OFFICIAL = {

@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-from posd import receipt
+from posd.core import receipt
 from posd.config import PrinterConfig
-from posd.print_jobs import Status
+from posd.core.print_jobs import Status
 from posd.printer import open_printer
 from tests.core.test_receipt import HEADER, paid
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from evdev import InputEvent, ecodes
 
-from posd.errors import DeviceError
+from posd.core.errors import DeviceError
 
 
 class PtyScanner:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import threading
 
-from posd.money import Fen
-from posd.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending
+from posd.core.money import Fen
+from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending
 
 
 class ScriptedChannel:

@@ -20,15 +20,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from posd.channels import Channel
-from posd.channels import alipay_codes as codes
-from posd.channels import alipay_wire as wire
+from posd.core import alipay_codes as codes
+from posd.core import alipay_wire as wire
 from posd.channels.alipay import BEIJING, CANCEL, PAY, QUERY, Alipay
 from posd.channels.simulator import TestPki
 from posd.channels.simulator.alipay_keys import private_pem, write_private
 from posd.config import AlipayConfig
-from posd.errors import ConfigError
-from posd.money import Fen
-from posd.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Refused, Unknown
+from posd.core.errors import ConfigError
+from posd.core.money import Fen
+from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Refused, Unknown
 from tests.shell.conftest import Reply, ScriptedServer
 
 APP_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -387,7 +387,7 @@ CANCEL_EXPECTED: dict[str, type] = {
     "ACQ.TRADE_HAS_FINISHED": Refused, "ACQ.CANCEL_NOT_ALLOWED": Refused,
     "ACQ.REASON_TRADE_REFUND_FEE_ERR": Refused, "ACQ.SOMETHING_NEW": Unknown,
 }  # fmt: skip
-#: Refusals that say the cancel window has passed: posd.sale queries the trade instead.
+#: Refusals that say the cancel window has passed: posd.core.sale queries the trade instead.
 CANCEL_TOO_LATE = {"ACQ.TRADE_CANCEL_TIME_OUT", "ACQ.TRADE_HAS_FINISHED"}
 
 

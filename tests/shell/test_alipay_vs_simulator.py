@@ -26,7 +26,7 @@ from alipay import AliPay
 
 from posd import config as config_mod
 from posd import demo
-from posd.channels import alipay_wire as wire
+from posd.core import alipay_wire as wire
 from posd.channels.alipay import BEIJING, Alipay
 from posd.channels.simulator import (
     AlipayKeys,
@@ -38,8 +38,8 @@ from posd.channels.simulator import (
 )
 from posd.config import AlipayConfig
 from posd.daemon import Daemon
-from posd.money import Fen
-from posd.sale import Closed, Declined, NotFound, Paid, Pending, Refused, State, Unknown
+from posd.core.money import Fen
+from posd.core.sale import Closed, Declined, NotFound, Paid, Pending, Refused, State, Unknown
 from tests.sandbox import Clock
 
 APP_ID = "2021000000000001"

@@ -31,7 +31,7 @@ from posd.channels.simulator import Simulator, TestPki, WechatSandbox, make_test
 from posd.config import Config
 from posd.daemon import build_channels
 from posd.engine import Engine
-from posd.sale import Policy, Sale
+from posd.core.sale import Policy, Sale
 from posd.store import Store
 from tests.shell.scripted_channel import ScriptedChannel
 

@@ -14,7 +14,7 @@ from posd.channels.simulator import TestPki
 from posd.client import ApiClient
 from posd.config import Config, load
 from posd.daemon import Daemon
-from posd.errors import ConfigError
+from posd.core.errors import ConfigError
 from tests.sandbox import make_config, secret, start_simulator, to_toml
 
 

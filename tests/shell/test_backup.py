@@ -13,8 +13,8 @@ import pytest
 
 from posd.backup import BackupError, make_backup
 from posd.cli import main
-from posd.money import Fen
-from posd.sale import make_out_trade_no, new_sale
+from posd.core.money import Fen
+from posd.core.sale import make_out_trade_no, new_sale
 from posd.store import Store
 from tests.sandbox import secret, to_toml
 

@@ -30,7 +30,7 @@ from tests.shell.scanner_fakes import PtyScanner
 
 @pytest.fixture(autouse=True)
 def _root_logging() -> Iterator[None]:
-    """`posd doctor` sets up logging (cli.setup_logging) on this test's captured stderr: put
+    """`posd doctor` sets up logging (logs.setup_logging) on this test's captured stderr: put
     the root logger back, or later records would go to a closed stream."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from posd import sale as m
+from posd.core import sale as m
 from posd.channels import Channel
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki
 from posd.config import Config
 from posd.daemon import build_channels
 from posd.engine import Engine
-from posd.errors import CodeError, ConflictError
-from posd.money import Fen
-from posd.sale import Action, Sale, State
+from posd.core.errors import CodeError, ConflictError
+from posd.core.money import Fen
+from posd.core.sale import Action, Sale, State
 from posd.store import Store
 from tests.sandbox import FAST, FAST_ALIPAY, MIN_REVERSE, config, make_config, start_simulator
 

@@ -20,15 +20,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from posd import logs, receipt
-from posd import sale as m
-from posd.codes import PrefixRule
+from posd import logs
+from posd.core import receipt
+from posd.core import sale as m
+from posd.core.codes import PrefixRule
 from posd.config import Config
 from posd.doctor_checks import Result, check_timezone
-from posd.errors import AmountError, InputError
+from posd.core.errors import AmountError, InputError
 from posd.hq.client import HqClient, HqProtocolError, HqUnavailable
-from posd.money import Fen, parse_yuan
-from posd.print_jobs import receipt_job
+from posd.core.money import Fen, parse_yuan
+from posd.core.print_jobs import receipt_job
 from posd.printing import Paper, load_report
 from posd.store import Store
 from tests.shell.test_api import make_config

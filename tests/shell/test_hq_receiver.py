@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from posd.hq import protocol
+from posd.core import hq_protocol as protocol
 from posd.hq.client import HqUnavailable, encode_batch
-from posd.sale import State
+from posd.core.sale import State
 from posd.store import Store
 from tests.hq_fixtures import (
     STORE,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from posd import sale as m
+from posd.core import sale as m
 from posd.channels.alipay import Alipay
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki
-from posd.money import Fen
-from posd.sale import State
+from posd.core.money import Fen
+from posd.core.sale import State
 from tests.sandbox import FAST, config, make_config, start_simulator
 from tests.shell.test_engine import CHANNELS, PAY_PATH, REVERSE_PATH, Harness, code, trade
 
@@ -129,7 +129,7 @@ def test_an_alipay_answer_with_an_escaped_slash_verifies(sim: Simulator, pki: Te
 
 def test_the_slash_fault_really_escapes_and_signs_unescaped(sim: Simulator) -> None:
     """The fault is what Alipay does: "\\/" on the wire, a signature only over "/"."""
-    from posd.channels import alipay_wire as wire
+    from posd.core import alipay_wire as wire
     from posd.channels.simulator.alipay import SLASH_STORE_NAME
 
     fields = {"code": "10000", "msg": "Success", "store_name": SLASH_STORE_NAME}

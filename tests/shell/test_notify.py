@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from posd.channels.simulator import Simulator, TestPki
-from posd.errors import StoreError
+from posd.core.errors import StoreError
 from posd.daemon import Daemon
 from posd.notify import Notifier, Watchdog
 from tests.sandbox import config as validate

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from escpos.printer import Dummy, Usb
 
-from posd import receipt, report
+from posd.core import receipt, report
 from posd.config import PrinterConfig
-from posd.errors import ConfigError, DeviceError
-from posd.layout import Line
-from posd.print_jobs import Status
+from posd.core.errors import ConfigError, DeviceError
+from posd.core.layout import Line
+from posd.core.print_jobs import Status
 from posd.printer import ConsoleOutput, encode_gb18030, open_printer, render
-from posd.sale import State
+from posd.core.sale import State
 from tests.core.test_receipt import HEADER, paid
 from tests.core.test_report import SALES
 from tests.shell.escpos_decode import decode

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from posd import report
+from posd.core import report
 from posd.api import DailyReportOut
 from posd.channels.simulator import TestPki
 from posd.cli import main
 from posd.config import load
-from posd.print_jobs import JobState
+from posd.core.print_jobs import JobState
 from posd.printing import Printing
-from posd.sale import State
+from posd.core.sale import State
 from posd.store import Store
 from tests.core.test_receipt import paid
 from tests.sandbox import make_config, to_toml

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from posd import report
+from posd.core import report
 from posd.channels.simulator import TestPki
 from posd.config import PrinterConfig, ReceiptConfig
 from posd.daemon import Daemon
-from posd.money import Fen
-from posd.print_jobs import JobState, PrintJob, RetryPolicy, Status, receipt_job, report_job
+from posd.core.money import Fen
+from posd.core.print_jobs import JobState, PrintJob, RetryPolicy, Status, receipt_job, report_job
 from posd.printer import open_printer
 from posd.printing import Paper, Printing, load_report, printed_states
-from posd.sale import Sale, State
+from posd.core.sale import Sale, State
 from posd.store import Store
 from tests.core.test_receipt import HEADER, paid
 from tests.sandbox import config as validate

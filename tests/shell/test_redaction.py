@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from posd import logs
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki
-from posd.codes import mask
+from posd.core.codes import mask
 from posd.logs import HIDDEN, SECRETS, Redactor, SecretRegistry, redact
 from tests.sandbox import WECHAT, make_config, start_simulator, to_toml
 
@@ -154,7 +154,7 @@ def test_a_journal_stream_gets_priority_prefixes(tmp_path: Path,
 def test_uncaught_exceptions_and_warnings_take_the_same_path() -> None:
     script = (
         "import threading, warnings\n"
-        "from posd.cli import setup_logging\n"
+        "from posd.logs import setup_logging\n"
         "from posd.logs import log_uncaught\n"
         "setup_logging(); log_uncaught()\n"
         "def boom(): raise ValueError('code 134567890123450001')\n"

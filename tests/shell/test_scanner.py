@@ -8,10 +8,7 @@ import queue
 import time
 from pathlib import Path
 
-from hypothesis import given
-from hypothesis import strategies as st
-
-from posd.scanner import ConsoleScanner, LineFramer
+from posd.scanner import ConsoleScanner
 
 
 def test_console_scanner_hands_each_line_to_the_pipeline(tmp_path: Path) -> None:
@@ -30,23 +27,3 @@ def test_console_scanner_hands_each_line_to_the_pipeline(tmp_path: Path) -> None
     assert second[0] == "281234567890120001"
     assert first[1] >= before
     assert got.empty() and not scanner.connected
-
-
-def test_line_framer_splits_on_cr_lf_crlf() -> None:
-    f = LineFramer()
-    assert f.feed(b"1234\r5678\n90") == ["1234", "5678"]
-    assert f.feed(b"12\r\n") == ["9012"]
-    assert f.feed(b"\r\n\r\n") == []
-
-
-def test_line_framer_drops_runaway_input() -> None:
-    f = LineFramer(max_length=8)
-    assert f.feed(b"1" * 9) == []
-    assert f.feed(b"123\n") == ["123"]
-
-
-@given(st.binary(max_size=400))
-def test_line_framer_never_crashes_and_codes_have_no_terminators(data: bytes) -> None:
-    f = LineFramer(max_length=32)
-    for code in f.feed(data):
-        assert code and "\r" not in code and "\n" not in code and len(code) <= 32

@@ -18,13 +18,13 @@ from evdev import InputEvent, ecodes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posd import framing
+from posd.core import framing
 from posd.channels.simulator import Simulator, TestPki
 from posd.channels.wechat import WechatPay
 from posd.config import ScannerConfig
 from posd.engine import Engine
-from posd.errors import DeviceError
-from posd.sale import State
+from posd.core.errors import DeviceError
+from posd.core.sale import State
 from posd.scanner import HidScanner, find_key_device
 from posd.store import Store
 from tests.sandbox import FAST, config, make_config, start_simulator
@@ -58,7 +58,7 @@ def reader(got: Got, plug: Plug, cfg: ScannerConfig = HID, label: str = "scanner
 
 
 def test_keycodes_are_the_kernels() -> None:
-    """posd.framing's constants are linux/input-event-codes.h's, as evdev knows them."""
+    """posd.core.framing's constants are linux/input-event-codes.h's, as evdev knows them."""
     for name in ("KEY_1", "KEY_0", "KEY_TAB", "KEY_Q", "KEY_ENTER", "KEY_A", "KEY_Z", "KEY_SPACE",
                  "KEY_LEFTSHIFT", "KEY_RIGHTSHIFT", "KEY_CAPSLOCK", "KEY_KP7", "KEY_KP0",
                  "KEY_KPDOT", "KEY_KPENTER", "KEY_KPSLASH", "KEY_KPASTERISK", "KEY_LEFTCTRL",

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """The channel simulator over real HTTP(S) on loopback: WeChat Pay v2 wire, scripts, faults.
 
-Requests are built and answers checked with ``posd.channels.wechat_wire`` (vector-tested
+Requests are built and answers checked with ``posd.core.wechat_wire`` (vector-tested
 against wechatpy elsewhere). Where timing matters the simulator gets an injected clock, so a
 customer confirming after 8 s or a reverse after 15 s costs nothing.
 """
@@ -32,7 +32,7 @@ from posd.channels.simulator import (
     make_test_pki,
     run_forever,
 )
-from posd.channels.wechat_wire import WireError, from_xml, sign, to_xml, verify
+from posd.core.wechat_wire import WireError, from_xml, sign, to_xml, verify
 from tests.sandbox import Clock
 
 SANDBOX = WechatSandbox("wx2421b1c4370ec43b", "10000100", "a" * 32)

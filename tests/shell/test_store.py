@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from posd import sale as m
-from posd.errors import ConflictError, NotFoundError
-from posd.money import Fen
-from posd.sale import Action, State
+from posd.core import sale as m
+from posd.core.errors import ConflictError, NotFoundError
+from posd.core.money import Fen
+from posd.core.sale import Action, State
 from posd.store import Store
 
 T0 = 1_700_000_000.0

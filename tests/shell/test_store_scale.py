@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from posd import sale as m
-from posd.money import Fen
-from posd.sale import State
+from posd.core import sale as m
+from posd.core.money import Fen
+from posd.core.sale import State
 from posd.store import OPEN_STATES, Store
 
 T0 = 1_750_000_000.0

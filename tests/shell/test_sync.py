@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from posd.hq import protocol
+from posd.core import hq_protocol as protocol
 from posd.hq.client import HqAuthError, HqUnavailable, PushResult, encode_batch
-from posd.sale import State
+from posd.core.sale import State
 from posd.store import Store
 from tests.hq_fixtures import (
     DAY,

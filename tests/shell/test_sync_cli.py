@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from posd.cli import main
-from posd.sale import State
+from posd.core.sale import State
 from posd.store import Store
 from tests.hq_fixtures import T0, TOKEN, Hq, add_sales, final_sale, start_hq, write_secret
 

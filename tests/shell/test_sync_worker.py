@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from posd.sale import State
+from posd.core.sale import State
 from posd.store import Store
 from posd.sync import SyncWorker
 from tests.hq_fixtures import (

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from posd.channels import Channel
-from posd.channels import wechat_wire as wire
+from posd.core import wechat_wire as wire
 from posd.channels.simulator import TestPki
 from posd.channels.wechat import MICROPAY_ERRORS, REVERSE_ERRORS, TRADE_STATES, WechatPay
 from posd.config import WechatConfig
-from posd.errors import ConfigError
-from posd.money import Fen
-from posd.sale import (
+from posd.core.errors import ConfigError
+from posd.core.money import Fen
+from posd.core.sale import (
     ChannelResult,
     Closed,
     Declined,
@@ -330,7 +330,7 @@ def test_query_trade_states(exchange: Exchange, state: str, expected: ChannelRes
 
 
 def test_query_reports_the_channels_amount(exchange: Exchange) -> None:
-    """A different total_fee is passed on: posd.sale sends that sale to needs_attention."""
+    """A different total_fee is passed on: posd.core.sale sends that sale to needs_attention."""
     result, _ = exchange(_query, paid(total_fee="999"))
     assert result == Paid("4200000001202501011234567890", Fen(999))
 
@@ -411,7 +411,7 @@ def test_reverse_return_fail_is_retried(exchange: Exchange) -> None:
 
 
 def test_reverse_expire_is_too_late(exchange: Exchange) -> None:
-    """Past the 7-day window: posd.sale queries the order instead of asking a person at once."""
+    """Past the 7-day window: posd.core.sale queries the order instead of asking a person at once."""
     result, _ = exchange(_reverse, error("REVERSE_EXPIRE", "订单已超过撤销期限", recall="N"))
     assert isinstance(result, Refused) and result.too_late
 

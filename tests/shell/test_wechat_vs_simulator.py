@@ -16,8 +16,8 @@ import pytest
 from posd.channels.simulator import FaultKind, Simulator, TestPki, WechatSandbox
 from posd.channels.wechat import WechatPay
 from posd.config import WechatConfig
-from posd.money import Fen
-from posd.sale import Closed, Declined, NotFound, Paid, Pending, Unknown
+from posd.core.money import Fen
+from posd.core.sale import Closed, Declined, NotFound, Paid, Pending, Unknown
 from tests.sandbox import Clock
 
 SANDBOX = WechatSandbox("wx2421b1c4370ec43b", "10000100", "sandboxkeysandboxkeysandboxkey12")

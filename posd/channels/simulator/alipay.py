@@ -28,8 +28,8 @@ from urllib.parse import parse_qsl
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from posd.channels import BEIJING
-from posd.channels import alipay_wire as wire
+from posd.core.zones import BEIJING
+from posd.core import alipay_wire as wire
 from posd.channels.simulator.gateway import Reply, Request, Tamper
 from posd.channels.simulator.ledger import (
     Ledger,
@@ -41,7 +41,7 @@ from posd.channels.simulator.ledger import (
     TradeState,
     Violation,
 )
-from posd.money import Fen, format_yuan
+from posd.core.money import Fen, format_yuan
 
 log = logging.getLogger(__name__)
 

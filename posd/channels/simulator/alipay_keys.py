@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from posd.channels import alipay_wire as wire
+from posd.core import alipay_wire as wire
 from posd.channels.simulator.alipay import AlipaySandbox
 
 

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import assert_never
 
-from posd.codes import mask
-from posd.money import Fen
+from posd.core.codes import mask
+from posd.core.money import Fen
 
 #: The reverse window for micropay orders (reference/channels.md §1.7).
 REVERSE_MAX_AGE_S = 7 * 24 * 3600.0

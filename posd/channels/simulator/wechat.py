@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from posd.channels import BEIJING
+from posd.core.zones import BEIJING
 from posd.channels.simulator.gateway import Reply, Request, Tamper
 from posd.channels.simulator.ledger import (
     Ledger,
@@ -34,8 +34,8 @@ from posd.channels.simulator.ledger import (
     Violation,
 )
 from posd.channels.simulator.wechat_bill import BILL_TYPES, parse_bill_date, render_bill
-from posd.channels.wechat_wire import SIGN_TYPES, WireError, from_xml, sign, to_xml, verify
-from posd.money import Fen
+from posd.core.wechat_wire import SIGN_TYPES, WireError, from_xml, sign, to_xml, verify
+from posd.core.money import Fen
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from posd.channels import BEIJING
+from posd.core.zones import BEIJING
 from posd.channels.simulator.ledger import Trade, TradeState
-from posd.money import Fen, format_yuan
+from posd.core.money import Fen, format_yuan
 
 BILL_TYPES = ("ALL", "SUCCESS", "REFUND")
 

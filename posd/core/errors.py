@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Exceptions posd raises on purpose, sorted by whose fault they are.
 
-Channel *outcomes* (paid, declined, unknown, ...) are values (see ``posd.sale``), never
+Channel *outcomes* (paid, declined, unknown, ...) are values (see ``posd.core.sale``), never
 exceptions; these classes are for the shell's own failures and for refusing bad input.
 """
 

@@ -27,14 +27,16 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from posd.core.sale import FINAL
+
 PROTOCOL: Final = 1
 SIGNATURE_HEADER: Final = "X-Posd-Signature"
 #: most records in one batch; the terminal's ``hq.batch_size`` is at most this.
 MAX_BATCH: Final = 1000
 #: record types and the versions this code understands.
 VERSIONS: Final = {"sale": (1,), "daily_summary": (1,)}
-#: final sale states (posd.sale.FINAL); only these are ever recorded.
-SALE_STATES: Final = frozenset({"paid", "declined", "reversed", "cancelled", "needs_attention"})
+#: final sale states (posd.core.sale.FINAL); only these are ever recorded.
+SALE_STATES: Final = frozenset(state.value for state in FINAL)
 #: statuses of a record in HQ's answer.
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 

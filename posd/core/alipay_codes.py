@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from posd.sale import ChannelResult, Closed, Declined, NotFound, Pending, Refused, Unknown
+from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Pending, Refused, Unknown
 
 #: Gateway codes that mean the request was not accepted (§2.6): no trade was made.
 #: 20001 token permissions, 40001 missing arguments, 40002 invalid arguments (signature,
@@ -99,7 +99,7 @@ TRADE_STATUSES: Final[Mapping[str, ChannelResult]] = {
 }
 
 #: trade.cancel ``sub_code`` (code 40004, retry_flag not Y) -> result (§2.9). Refused means
-#: a person must act (posd.sale: needs_attention).
+#: a person must act (posd.core.sale: needs_attention).
 CANCEL_SUB_CODES: Final[Mapping[str, ChannelResult]] = {
     "ACQ.SYSTEM_ERROR": Unknown("ACQ.SYSTEM_ERROR: cancel again"),
     "AQC.SYSTEM_ERROR": Unknown("AQC.SYSTEM_ERROR: cancel again"),
@@ -115,7 +115,7 @@ CANCEL_SUB_CODES: Final[Mapping[str, ChannelResult]] = {
         "ACQ.REASON_TRADE_BEEN_FREEZEN", "Alipay has frozen this trade: call Alipay"
     ),
     # Not in §2.9 (its list is not exhaustive); Alipay's cancel error table names it for a
-    # cancel past the allowed window (not re-verified). posd.sale queries the trade and
+    # cancel past the allowed window (not re-verified). posd.core.sale queries the trade and
     # says "refund it" if it is paid.
     "ACQ.TRADE_CANCEL_TIME_OUT": Refused(
         "ACQ.TRADE_CANCEL_TIME_OUT", "Alipay no longer cancels this trade (撤销超时)",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import NewType
 
-from posd.errors import AmountError
+from posd.core.errors import AmountError
 
 Fen = NewType("Fen", int)
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Sale -> receipt layout, in English or Chinese. Pure; ``printer.py`` prints it. [core]
 
-The layout is a list of ``posd.layout`` elements (lines with alignment, bold and size, and
+The layout is a list of ``posd.core.layout`` elements (lines with alignment, bold and size, and
 a QR code of the ``out_trade_no`` so that a manager can find the sale by scanning the
 receipt). Widths are display columns (CJK counts two), for 58 mm (32 columns) and 80 mm
 (48 columns) paper. Amounts are shown as ``CNY 12.50`` in English and ``￥12.50`` in
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Literal
 
-from posd.channels import BEIJING
-from posd.codes import CHANNEL_LABELS
-from posd.layout import Element, Line, Qr, as_text, centred, pair, rule, title_size, wrap
-from posd.layout import width as width
-from posd.money import Fen, format_yuan
-from posd.sale import Sale, State
+from posd.core.zones import BEIJING
+from posd.core.codes import CHANNEL_LABELS
+from posd.core.layout import Element, Line, Qr, as_text, centred, pair, rule, title_size, wrap
+from posd.core.layout import width as width
+from posd.core.money import Fen, format_yuan
+from posd.core.sale import Sale, State
 
 Language = Literal["en", "zh"]
 

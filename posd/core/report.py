@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import assert_never
 
-from posd import receipt
-from posd.errors import InputError
-from posd.layout import Element, Line, centred, pair, rule, title_size, width
-from posd.money import Fen, format_yuan
-from posd.receipt import Header, Language
-from posd.sale import Sale, State
+from posd.core import receipt
+from posd.core.errors import InputError
+from posd.core.layout import Element, Line, centred, pair, rule, title_size, width
+from posd.core.money import Fen, format_yuan
+from posd.core.receipt import Header, Language
+from posd.core.sale import Sale, State
 
 #: Sales that never reached a channel (cancelled while awaiting a code) are counted here.
 NO_CHANNEL = "none"

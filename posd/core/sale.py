@@ -45,13 +45,13 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import assert_never
 
-from posd.errors import InvariantError
-from posd.money import Fen
+from posd.core.errors import InvariantError
+from posd.core.money import Fen
 
 
 class State(enum.StrEnum):
@@ -76,9 +76,27 @@ class Action(enum.StrEnum):
     REVERSE = "reverse"
 
 
+# --- state groups: each defined here once, used by the store, engine, API and printer ----
+
+#: The machinery is done with the sale (a person may still resolve needs_attention).
 FINAL: frozenset[State] = frozenset(
     {State.PAID, State.DECLINED, State.REVERSED, State.CANCELLED, State.NEEDS_ATTENTION}
 )
+#: A request to the channel may be outstanding: the scanner refuses another code meanwhile.
+PAYING_NOW: frozenset[State] = frozenset({State.PAYING, State.CONFIRMING})
+#: Money may be moving: a pay or a reverse is in progress (/v1/health's ``in_flight``).
+IN_FLIGHT: frozenset[State] = PAYING_NOW | {State.REVERSING}
+#: Work is scheduled for it (start-up recovery and the watchdog look at these).
+WORKING: frozenset[State] = IN_FLIGHT | {State.AWAITING_CODE}
+#: Not settled, for an order: a new sale for the order is refused while one of its sales is
+#: paid or in one of these (DESIGN §2: one paid or unresolved sale per order).
+UNRESOLVED: frozenset[State] = WORKING | {State.NEEDS_ATTENTION}
+#: What the store indexes as open (few rows however old the store is): work or a person.
+OPEN: frozenset[State] = UNRESOLVED
+#: Ended without money taken: the order may try again with another code.
+NO_MONEY: frozenset[State] = frozenset({State.DECLINED, State.REVERSED, State.CANCELLED})
+#: Final states that get a receipt or slip (cancelled: no code was ever sent, no slip).
+PRINTABLE: frozenset[State] = FINAL - {State.CANCELLED}
 
 #: Every legal transition (a state may also stay where it is). Checked by tests and drawn
 #: in docs/state-machine.md. NEEDS_ATTENTION is final for the machinery; a person resolves
@@ -358,6 +376,32 @@ def expire(sale: Sale, now: float, after: str) -> Sale:
         return sale
     return _move(sale, State.CANCELLED, now, message=f"Cancelled by posd: no payment code was "
                  f"scanned within {after}")
+
+
+def scan_target(waiting: Sequence[Sale], paying_now: bool) -> Sale | str:
+    """The sale a scanned code pays (DESIGN §2 rule 7), or why none: only the one sale that
+    waits for a code, never while another is being paid, never queued for later."""
+    if paying_now:
+        return "another payment is in progress; wait for it to finish"
+    if not waiting:
+        return "no sale is waiting for a payment code; enter the amount first"
+    if len(waiting) > 1:  # only a store written before rule 7 can hold several
+        ids = ", ".join(str(s.id) for s in waiting)
+        return f"several sales ({ids}) wait for a code; cancel all but the one the customer is paying"
+    return waiting[0]
+
+
+def is_forgotten(sale: Sale, now: float, awaiting_code_s: float) -> bool:
+    """A sale nobody scanned a code for within ``payment.awaiting_code_s``."""
+    return sale.state is State.AWAITING_CODE and now - sale.created_at > awaiting_code_s
+
+
+def cancel_refusal(sale: Sale) -> str | None:
+    """Why a cashier cancel does not apply to ``sale``, or None: cancelling never refunds a
+    paid sale, and a sale that needs attention is a person's to resolve."""
+    if sale.state in (State.PAID, State.NEEDS_ATTENTION):
+        return f"sale {sale.id} is {sale.state} and cannot be cancelled: {sale.message}"
+    return None
 
 
 def _reverse_at(sale: Sale, now: float, policy: Policy) -> float:

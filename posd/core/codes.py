@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from posd.errors import CodeError
+from posd.core.errors import CodeError
 
 CHANNEL_LABELS = {"wechat": "WeChat Pay", "alipay": "Alipay", "unionpay": "UnionPay"}
 
