@@ -67,7 +67,7 @@ from posd.daemon import build_channels
 from posd.engine import Engine
 from posd.core.money import Fen
 from posd.core.sale import State
-from posd.scanner import ConsoleScanner
+from posd.devices.scanners import ConsoleScanner
 from posd.store import Store
 from tests.sandbox import ALIPAY_APP_ID, WECHAT, config, make_config
 

@@ -46,7 +46,7 @@ from posd.config import ScannerConfig  # noqa: E402
 from posd.daemon import build_channels  # noqa: E402
 from posd.engine import Engine  # noqa: E402
 from posd.core.sale import State  # noqa: E402
-from posd.scanner import SerialScanner  # noqa: E402
+from posd.devices.scanners import SerialScanner  # noqa: E402
 from posd.store import Store  # noqa: E402
 from tests.sandbox import WECHAT, config, make_config  # noqa: E402
 from tests.shell.scanner_fakes import PtyScanner  # noqa: E402

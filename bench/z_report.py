@@ -3,7 +3,7 @@
 """The Z-report over a store with 1,000,000 sales. Target: <= 100 ms.
 
 What is timed is what ``GET /v1/reports/daily``, ``posd report daily`` and the print worker
-run: ``posd.printing.load_report`` (SQLite sums the 15-minute rollup ``sale_totals`` that
+run: ``posd.devices.print_queue.load_report`` (SQLite sums the 15-minute rollup ``sale_totals`` that
 triggers keep per channel and state, then reads the day's needs_attention sales over the
 ``(state, created_at)`` index) and, for the printed/text form, ``posd.core.report.elements`` +
 ``as_text``. The database is a real SQLite file
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.figures import command_line, filesystem, machine, ms, spread, table  # noqa: E402
 from posd import report  # noqa: E402
 from posd.core.layout import as_text  # noqa: E402
-from posd.printing import load_report  # noqa: E402
+from posd.devices.print_queue import load_report  # noqa: E402
 from posd.core.receipt import Header  # noqa: E402
 from posd.store import Store  # noqa: E402
 

@@ -257,7 +257,7 @@ class ScannerConfig(_Model):
 
 
 class PrinterConfig(_Model):
-    """The receipt printer (posd.printer, docs/printing.md)."""
+    """The receipt printer (posd.devices.printers, docs/printing.md)."""
 
     kind: Literal["usb", "serial", "network", "file", "console", "none"] = "console"
     host: str = ""

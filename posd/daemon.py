@@ -20,8 +20,8 @@ from posd.channels import Channel
 from posd.config import Config, read_api_token
 from posd.engine import Engine
 from posd.notify import Notifier, Watchdog
-from posd.printing import Printing, daily_reports
-from posd.scanner import ConsoleScanner, DeviceReader, open_scanners
+from posd.devices.print_queue import Printing, daily_reports
+from posd.devices.scanners import ConsoleScanner, DeviceReader, open_scanners
 from posd.store import Store
 from posd.sync import SyncWorker
 

@@ -133,7 +133,7 @@ def _group_problem(node: Path, group: str) -> str | None:
 
 
 def _probe_hid(scanner: ScannerConfig) -> str | None:
-    from posd.scanner import find_key_device, grab_problem, require_evdev
+    from posd.devices.scanners import find_key_device, grab_problem, require_evdev
 
     try:
         require_evdev()
@@ -153,7 +153,7 @@ def _probe_hid(scanner: ScannerConfig) -> str | None:
 def _probe_serial(scanner: ScannerConfig) -> str | None:
     import serial
 
-    from posd.scanner import serial_problem
+    from posd.devices.scanners import serial_problem
 
     try:
         port = serial.serial_for_url(scanner.device, baudrate=scanner.baudrate, timeout=0,
@@ -169,7 +169,7 @@ def _probe_serial(scanner: ScannerConfig) -> str | None:
 
 def check_printer(config: Config) -> Check:
     from posd.core.print_jobs import DESCRIPTIONS, Status
-    from posd.printer import open_printer
+    from posd.devices.printers import open_printer
 
     printer = config.printer
     if printer.kind == "none":

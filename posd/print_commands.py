@@ -26,7 +26,7 @@ from posd.config import Config
 from posd.core.errors import PosdError, StoreError
 from posd.core.layout import as_text
 from posd.core.print_jobs import JobState, PrintJob, receipt_job, report_job
-from posd.printing import Paper, load_report, receipt_layout, report_layout
+from posd.devices.print_queue import Paper, load_report, receipt_layout, report_layout
 from posd.store import Store
 
 EX_OK, EX_FAILED, EX_UNAVAILABLE = 0, 1, 69
@@ -113,7 +113,7 @@ def receipt_command(config: Config, sale_id: int, *, to_printer: bool, png: Path
         layout = receipt_layout(sale, paper, reprint=to_printer)
         print(as_text(layout, paper.columns))
         if png is not None:
-            from posd.preview import render_png
+            from posd.devices.preview import render_png
 
             render_png(layout, paper.columns, png, paper.receipt.png_font_file)
             print(f"PNG preview written to {png}", file=sys.stderr)

@@ -3,7 +3,7 @@
 
 A layout is a list of :data:`Element` values: :class:`Line` (text with an alignment, bold
 and a size) and :class:`Qr` (a QR code of some text). ``receipt.py`` and ``report.py`` make
-them; ``printer.py`` sends them to an ESC/POS printer, :func:`as_text` to a console or a
+them; ``posd.devices.printers`` sends them to an ESC/POS printer, :func:`as_text` to a console or a
 file, ``preview.py`` to a PNG. Nothing here knows about bytes or devices.
 
 Widths are display columns, not ``len``: on a Chinese receipt printer every character sent

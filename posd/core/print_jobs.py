@@ -2,7 +2,7 @@
 """Print jobs and printer status as values: what to print, when to try again. [core]
 
 A print job names what to print (a sale's receipt, or a day's report), not the bytes: the
-print worker (``posd.printing``) lays it out when the printer is ready, from the store.
+print worker (``posd.devices.print_queue``) lays it out when the printer is ready, from the store.
 Jobs live in the ``print_jobs`` table (``posd.store``), so a receipt waiting for paper
 survives a restart; printing never touches a sale.
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Sale -> receipt layout, in English or Chinese. Pure; ``printer.py`` prints it. [core]
+"""Sale -> receipt layout, in English or Chinese. Pure; ``posd.devices.printers`` prints it. [core]
 
 The layout is a list of ``posd.core.layout`` elements (lines with alignment, bold and size, and
 a QR code of the ``out_trade_no`` so that a manager can find the sale by scanning the

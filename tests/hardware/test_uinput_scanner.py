@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from posd.config import ScannerConfig
-from posd.scanner import HidScanner
+from posd.devices.scanners import HidScanner
 
 pytestmark = pytest.mark.hardware
 

@@ -15,7 +15,7 @@ import pytest
 from posd.core import receipt
 from posd.config import PrinterConfig
 from posd.core.print_jobs import Status
-from posd.printer import open_printer
+from posd.devices.printers import open_printer
 from tests.core.test_receipt import HEADER, paid
 
 pytestmark = pytest.mark.hardware

@@ -30,7 +30,7 @@ from posd.core.errors import AmountError, InputError
 from posd.hq.client import HqClient, HqProtocolError, HqUnavailable
 from posd.core.money import Fen, parse_yuan
 from posd.core.print_jobs import receipt_job
-from posd.printing import Paper, load_report
+from posd.devices.print_queue import Paper, load_report
 from posd.store import Store
 from tests.shell.test_api import make_config
 

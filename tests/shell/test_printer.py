@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""posd.printer: golden ESC/POS bytes (Dummy), CJK encoding, and real printer sessions
+"""posd.devices.printers: golden ESC/POS bytes (Dummy), CJK encoding, and real printer sessions
 against a loopback network printer, a file, and devices that are not there."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from posd.config import PrinterConfig
 from posd.core.errors import ConfigError, DeviceError
 from posd.core.layout import Line
 from posd.core.print_jobs import Status
-from posd.printer import ConsoleOutput, encode_gb18030, open_printer, render
+from posd.devices.printers import ConsoleOutput, encode_gb18030, open_printer, render
 from posd.core.sale import State
 from tests.core.test_receipt import HEADER, paid
 from tests.core.test_report import SALES

@@ -21,7 +21,7 @@ from posd.channels.simulator import TestPki
 from posd.cli import main
 from posd.config import load
 from posd.core.print_jobs import JobState
-from posd.printing import Printing
+from posd.devices.print_queue import Printing
 from posd.core.sale import State
 from posd.store import Store
 from tests.core.test_receipt import paid

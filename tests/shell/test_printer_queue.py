@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""posd.printing: the SQLite print queue and its worker against a loopback network printer
+"""posd.devices.print_queue: the SQLite print queue and its worker against a loopback network printer
 (ready, out of paper, silent, gone), the automatic Z-report, and the whole daemon: a sale
 is paid and answered whatever the printer does, and /v1/health says what the printer does."""
 
@@ -21,8 +21,8 @@ from posd.config import PrinterConfig, ReceiptConfig
 from posd.daemon import Daemon
 from posd.core.money import Fen
 from posd.core.print_jobs import JobState, PrintJob, RetryPolicy, Status, receipt_job, report_job
-from posd.printer import open_printer
-from posd.printing import Paper, Printing, load_report, printed_states
+from posd.devices.printers import open_printer
+from posd.devices.print_queue import Paper, Printing, load_report, printed_states
 from posd.core.sale import Sale, State
 from posd.store import Store
 from tests.core.test_receipt import HEADER, paid

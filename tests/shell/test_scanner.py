@@ -8,7 +8,7 @@ import queue
 import time
 from pathlib import Path
 
-from posd.scanner import ConsoleScanner
+from posd.devices.scanners import ConsoleScanner
 
 
 def test_console_scanner_hands_each_line_to_the_pipeline(tmp_path: Path) -> None:

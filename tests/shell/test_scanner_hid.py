@@ -25,7 +25,7 @@ from posd.config import ScannerConfig
 from posd.engine import Engine
 from posd.core.errors import DeviceError
 from posd.core.sale import State
-from posd.scanner import HidScanner, find_key_device
+from posd.devices.scanners import HidScanner, find_key_device
 from posd.store import Store
 from tests.sandbox import FAST, config, make_config, start_simulator
 from tests.shell.scanner_fakes import PipeKeyboard, Plug, keystrokes

@@ -20,7 +20,7 @@ from posd.channels.simulator import Simulator, TestPki
 from posd.config import ScannerConfig
 from posd.daemon import Daemon
 from posd.core.sale import State
-from posd.scanner import SerialScanner
+from posd.devices.scanners import SerialScanner
 from tests.sandbox import config, make_config, start_simulator
 from tests.shell.scanner_fakes import PtyScanner
 

@@ -16,7 +16,7 @@
   "paper adequate", and its ``Network._read`` waits the whole 60 s socket timeout), then
   :meth:`Session.send` writes the job. Every device error is a :class:`DeviceError`.
 
-Nothing here queues, retries or touches a sale: that is ``posd.printing``'s job.
+Nothing here queues, retries or touches a sale: that is ``posd.devices.print_queue``'s job.
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ class ConsolePrinter:
 
     The one printer that prints inside the listener: a console cannot be out of paper or
     slow, and the demo's prompt waits for the receipt to be on screen (StateEcho). Every
-    other kind only queues (``posd.printing``).
+    other kind only queues (``posd.devices.print_queue``).
     """
 
     def __init__(self, header: receipt.Header, stream: TextIO | None,

@@ -39,7 +39,7 @@ from posd.core.print_jobs import (
     DESCRIPTIONS, JobKind, JobState, PrintJob, RetryPolicy, Status, failed_attempt,
     nothing_to_print, printed, receipt_job, report_job,
 )
-from posd.printer import (
+from posd.devices.printers import (
     PRINTED, ConsoleOutput, ConsolePrinter, Printer, archive, open_printer,
 )
 from posd.core.sale import Sale, State

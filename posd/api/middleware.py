@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: MIT
+"""What answers before a route does: errors as ``{"detail": sentence}``, the bearer-token
+check (:class:`TokenAuth`) and the body-size limit (:class:`BodyLimit`), pure ASGI layers
+that run before a body is read or a route is matched. A traceback never leaves the process."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from posd.core.errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    PosdError,
+    StoreError,
+    UnavailableError,
+)
+
+from posd.api.models import MAX_BODY_BYTES
+
+log = logging.getLogger(__name__)
+
+#: Paths served without the token (DESIGN §4), and Swagger UI's own files under DOCS_ASSETS.
+PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+#: Where Swagger UI's files are served from (the swagger-ui-bundle package): /docs works at
+#: a till with no internet, where FastAPI's default page loads them from a CDN.
+DOCS_ASSETS = "/docs/assets"
+
+_BODY_NOT_JSON = "send the body as JSON, with the header Content-Type: application/json"
+_BODY_NOT_OBJECT = 'the request body must be a JSON object such as {"amount": 1250}'
+_EXPLAIN = {"missing": "{field} is required", "extra_forbidden": "unknown field '{field}'"}
+_AUTH_CODE_AS_STRING = (
+    "auth_code must be the scanned payment code as a JSON string of digits, e.g. "
+    '"134567890123450001" (as a JSON number an 18-digit code loses digits)'
+)
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=dict(headers or {}))
+
+
+def _status_of(err: PosdError) -> int:
+    for kind, status in ((ConflictError, 409), (NotFoundError, 404), (InputError, 422),
+                         (StoreError, 503), (UnavailableError, 503)):
+        if isinstance(err, kind):
+            return status
+    return 500
+
+
+def _posd_error(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, PosdError)  # registered for PosdError only
+    status = _status_of(err)
+    if status == 500:
+        log.error("API request failed: %s: %s", type(err).__name__, err)
+        return _error(500, "internal error in posd; the details are in its log")
+    return _error(status, str(err))
+
+
+def _unexpected_error(_: Request, __: Exception) -> JSONResponse:
+    # Starlette re-raises after this answer and uvicorn logs the traceback: not logged twice.
+    return _error(500, "internal error in posd; the details are in its log")
+
+
+def explain(error: Mapping[str, Any]) -> str:
+    """One pydantic/FastAPI validation error as a sentence a register developer can act on."""
+    names = [str(p) for p in error["loc"][1:]] if error["loc"] else []
+    field = ".".join(names)
+    kind = error["type"]
+    if kind == "value_error":
+        return str(error["ctx"]["error"])  # our own sentence (money.check_fen and friends)
+    if kind == "json_invalid":
+        return f"the request body is not valid JSON: {error['ctx']['error']}"
+    if not field:
+        return _BODY_NOT_JSON if isinstance(error.get("input"), bytes) else _BODY_NOT_OBJECT
+    if field == "auth_code" and kind == "string_type":
+        return _AUTH_CODE_AS_STRING
+    return _EXPLAIN.get(kind, "{field}: {msg}").format(field=field, msg=error["msg"])
+
+
+def _validation_error(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, RequestValidationError)  # registered for it only
+    return _error(422, "; ".join(explain(e) for e in err.errors()))
+
+
+# --- ASGI layers in front of the app -------------------------------------------------------
+
+
+async def _respond(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+    await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+class TokenAuth:
+    """Refuse a request without ``Authorization: Bearer <token>`` before reading or routing it.
+
+    The comparison is constant-time over bytes (:func:`hmac.compare_digest`); the scheme name
+    is case-insensitive (RFC 7235).
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode("utf-8")
+
+    def _authorized(self, scope: Scope) -> bool:
+        scheme, _, credentials = (_header(scope, b"authorization") or b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._public(scope) or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"authorization") is not None
+        challenge = 'Bearer realm="posd"' + (', error="invalid_token"' if given else "")
+        detail = ("wrong API token" if given else "missing API token") + (
+            ": send the header 'Authorization: Bearer <token>' with the token from api.token_file")
+        await _respond(_error(401, detail, {"WWW-Authenticate": challenge}), scope, receive, send)
+
+    @staticmethod
+    def _public(scope: Scope) -> bool:
+        path = scope["path"]
+        return scope["method"] in ("GET", "HEAD") and (
+            path in PUBLIC_PATHS or path.startswith(DOCS_ASSETS + "/"))
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a body without (or with a false) Content-Length grows too big.
+
+    An HTTPException, so FastAPI passes it through its body parsing to the 413 handler.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes: at once by Content-Length, else as read."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _respond(_error(413, BodyTooLarge(self.limit).detail), scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"detail": sentence}``: posd's own, validation, and the unexpected."""
+    app.add_exception_handler(PosdError, _posd_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
