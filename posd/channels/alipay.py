@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import ClassVar, Final
 from urllib.parse import urlencode
@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from posd.channels import transport
+from posd.channels.answers import Rejected, hide, scrub, text, with_text
 from posd.core.zones import BEIJING
 from posd.core import alipay_codes as codes
 from posd.core import alipay_wire as wire
@@ -41,7 +42,7 @@ from posd.core.codes import mask
 from posd.config import AlipayConfig, read_secret
 from posd.core.errors import AmountError, ConfigError
 from posd.core.money import Fen, format_yuan, parse_yuan
-from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Refused, Unknown
+from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Unknown
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,7 @@ SUBJECT_MAX: Final = 256  # trade.pay ``subject`` String(256)
 _STRING_TO_SIGN: Final = re.compile(r"[，,]?\s*(网关生成的)?验签字符串.*", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
-class _Rejected:
-    """The gateway did not accept the request (codes 20001/4000x): no trade was made."""
-
-    message: str
-
-
-_Reply = wire.Answer | _Rejected | Unknown
+_Reply = wire.Answer | Rejected | Unknown
 
 
 class Alipay:
@@ -222,9 +216,9 @@ class Alipay:
             log.warning("ALERT alipay %s %s: the answer's signature does not verify",
                         method, out_trade_no)
             return Unknown(f"{method}: the answer's signature does not verify")
-        code = _text(answer.text("code"), 8)  # Unknown details carry no channel text
+        code = text(answer.text("code"), 8)  # Unknown details carry no channel text
         if code in codes.GATEWAY_REFUSALS:
-            return _Rejected(_describe(answer))
+            return Rejected(_describe(answer))
         if answer.sign is None or answer.key == wire.ERROR_RESPONSE:
             log.warning("ALERT alipay %s %s: unsigned or error_response answer (code %r)",
                         method, out_trade_no, code)
@@ -245,11 +239,6 @@ def _subject(subject: str) -> str:
     return text[:SUBJECT_MAX]
 
 
-def _text(value: str, limit: int = 120) -> str:
-    """Channel text made safe to show and log: one line, bounded."""
-    return " ".join(value.split())[:limit]
-
-
 def _describe(answer: wire.Answer) -> str:
     """``code sub_code sub_msg`` for a message. For isv.invalid-signature the gateway appends
     its string-to-sign (``网关生成的验签字符串为：app_id=...``), which holds the payment code:
@@ -257,7 +246,7 @@ def _describe(answer: wire.Answer) -> str:
     message = _STRING_TO_SIGN.sub(" (string-to-sign withheld)",
                                   answer.text("sub_msg") or answer.text("msg"))
     parts = (answer.text("code"), answer.text("sub_code"), message)
-    return _text(" ".join(p for p in parts if p)) or "no code given"
+    return text(" ".join(p for p in parts if p)) or "no code given"
 
 
 def _paid(answer: wire.Answer, method: str) -> ChannelResult:
@@ -284,7 +273,7 @@ def _common(answer: _Reply, method: str) -> ChannelResult | wire.Answer:
     """What every method treats alike: no answer, system errors, an unknown code."""
     if isinstance(answer, Unknown):
         return answer
-    if isinstance(answer, _Rejected):
+    if isinstance(answer, Rejected):
         return Unknown(f"{method}: request not accepted: {answer.message}")
     code, sub_code = answer.text("code"), answer.text("sub_code")
     if code == "20000" or sub_code in codes.SYSTEM_ERRORS:
@@ -295,7 +284,7 @@ def _common(answer: _Reply, method: str) -> ChannelResult | wire.Answer:
 
 
 def _pay_result(reply: _Reply) -> ChannelResult:
-    if isinstance(reply, _Rejected):
+    if isinstance(reply, Rejected):
         return Declined("GATEWAY_REFUSED", f"{codes.MISCONFIGURED} (支付宝: {reply.message})")
     answer = _common(reply, PAY)
     if not isinstance(answer, wire.Answer):
@@ -304,7 +293,7 @@ def _pay_result(reply: _Reply) -> ChannelResult:
         case "10000":
             return _paid(answer, PAY)
         case "10003":  # trade created, the customer is confirming (password)
-            return Pending(f"10003 {_text(answer.text('msg'))}".strip())
+            return Pending(f"10003 {text(answer.text('msg'))}".strip())
         case _:
             return _by_sub_code(codes.PAY_SUB_CODES, answer, PAY)
 
@@ -321,12 +310,12 @@ def _query_result(reply: _Reply) -> ChannelResult:
     if status in ("TRADE_SUCCESS", "TRADE_FINISHED"):
         return _paid(answer, QUERY)
     known = codes.TRADE_STATUSES.get(status)
-    return known if known is not None else Unknown(f"{QUERY}: trade_status {_text(status)!r}")
+    return known if known is not None else Unknown(f"{QUERY}: trade_status {text(status)!r}")
 
 
 def _cancel_result(reply: _Reply) -> ChannelResult | None:
     """The cancel's result; None for code 10000 without ``action`` (see Alipay.reverse)."""
-    if isinstance(reply, _Rejected):
+    if isinstance(reply, Rejected):
         # The gateway did not take this cancel (40002 isv.invalid-timestamp when the till's
         # clock is off, a key being rotated, ...): nothing changed, and the trade must still be
         # closed, so cancel again with backoff instead of handing it to a person.
@@ -347,27 +336,17 @@ def _cancel_result(reply: _Reply) -> ChannelResult | None:
         case "":
             return None
         case other:
-            return Unknown(f"{CANCEL}: unknown action {_text(other)!r}")
+            return Unknown(f"{CANCEL}: unknown action {text(other)!r}")
 
 
-def _with_text(result: ChannelResult, text: str) -> ChannelResult:
-    """Append Alipay's own sub_msg (often Chinese) to a table entry's message/detail."""
-    if not (text := _text(text)):
-        return result
-    if isinstance(result, Declined | Refused):
-        return replace(result, message=f"{result.message} (支付宝: {text})")
-    if isinstance(result, Unknown | Pending | NotFound | Closed):
-        return replace(result, detail=f"{result.detail}: {text}")
-    return result
+def _with_text(result: ChannelResult, words: str) -> ChannelResult:
+    return with_text(result, words, "支付宝")
 
 
 def _hide(reply: _Reply, auth_code: str) -> _Reply:
-    """Mask the payment code wherever the channel's text might echo it, before any mapping."""
-    if not auth_code or isinstance(reply, Unknown):  # Unknown details hold no channel text
-        return reply
-    hidden = mask(auth_code)
-    if isinstance(reply, _Rejected):
-        return _Rejected(reply.message.replace(auth_code, hidden))
-    fields = {k: v.replace(auth_code, hidden) if isinstance(v, str) else v
-              for k, v in reply.fields.items()}
-    return replace(reply, fields=fields)
+    return hide(reply, auth_code, _scrub)
+
+
+def _scrub(reply: _Reply, auth_code: str) -> _Reply:
+    assert isinstance(reply, wire.Answer)  # hide() passes on only the channel's answers
+    return replace(reply, fields=scrub(reply.fields, auth_code))

@@ -23,11 +23,11 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from typing import ClassVar, Final
 
 
 from posd.channels import transport
+from posd.channels.answers import Rejected, hide, scrub, text, with_text
 from posd.core import wechat_wire as wire
 from posd.core.codes import mask
 from posd.config import WechatConfig, read_secret
@@ -136,14 +136,7 @@ REVERSE_ERRORS: Final[Mapping[str, ChannelResult]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Rejected:
-    """``return_code=FAIL``: WeChat did not accept the request (unsigned answer)."""
-
-    message: str
-
-
-_Answer = Mapping[str, str] | _Rejected | Unknown
+_Answer = Mapping[str, str] | Rejected | Unknown  # Rejected: return_code=FAIL
 
 
 class WechatPay:
@@ -256,7 +249,7 @@ class WechatPay:
         except wire.WireError as err:
             return Unknown(f"{path}: unreadable answer: {err}")
         if answer.get("return_code") == "FAIL":
-            return _Rejected(_text(answer.get("return_msg", "")) or "no reason given")
+            return Rejected(text(answer.get("return_msg", "")) or "no reason given")
         if (problem := self._distrust(answer, out_trade_no)) is not None:
             log.warning("ALERT wechat %s %s: %s", path, out_trade_no, problem)
             return Unknown(f"{path}: {problem}")
@@ -292,14 +285,14 @@ def _by_err_code(
     code = answer.get("err_code", "")
     known = table.get(code)
     if known is None:
-        return Unknown(f"{path}: err_code {_text(code)!r}: {_text(answer.get('err_code_des', ''))}")
+        return Unknown(f"{path}: err_code {text(code)!r}: {text(answer.get('err_code_des', ''))}")
     return _with_text(known, answer.get("err_code_des", ""))
 
 
 def _pay_result(answer: _Answer) -> ChannelResult:
     if isinstance(answer, Unknown):
         return answer
-    if isinstance(answer, _Rejected):
+    if isinstance(answer, Rejected):
         return Declined("RETURN_FAIL", f"{_MISCONFIGURED} (WeChat: {answer.message})")
     if answer["result_code"] == "SUCCESS":
         return _paid(answer, MICROPAY)
@@ -309,7 +302,7 @@ def _pay_result(answer: _Answer) -> ChannelResult:
 def _query_result(answer: _Answer) -> ChannelResult:
     if isinstance(answer, Unknown):
         return answer
-    if isinstance(answer, _Rejected):
+    if isinstance(answer, Rejected):
         return Unknown(f"{ORDERQUERY}: request not accepted: {answer.message}")
     if answer["result_code"] != "SUCCESS":
         return _by_err_code({"ORDERNOTEXIST": NotFound("ORDERNOTEXIST")}, answer, ORDERQUERY)
@@ -318,47 +311,34 @@ def _query_result(answer: _Answer) -> ChannelResult:
         return _paid(answer, ORDERQUERY)
     known = TRADE_STATES.get(state)
     if known is None:
-        return Unknown(f"{ORDERQUERY}: trade_state {_text(state)!r}")
+        return Unknown(f"{ORDERQUERY}: trade_state {text(state)!r}")
     return _with_text(known, answer.get("trade_state_desc", ""))
 
 
 def _reverse_result(answer: _Answer) -> ChannelResult:
     if isinstance(answer, Unknown):
         return answer
-    if isinstance(answer, _Rejected):
+    if isinstance(answer, Rejected):
         # return_code=FAIL: WeChat did not take this reverse (nothing changed): send it again
         # with backoff, as for no answer, rather than give the trade up to a person.
         return Unknown(f"{REVERSE}: return_code=FAIL: {answer.message}: reversing again")
     # recall=Y wins even over SUCCESS: WeChat's rule is "call again until recall=N", and a
     # repeated reverse of a reversed order answers SUCCESS again.
     if answer.get("recall") == "Y":
-        return Pending(f"recall: {_text(answer.get('err_code', '')) or 'repeat the reverse'}")
+        return Pending(f"recall: {text(answer.get('err_code', '')) or 'repeat the reverse'}")
     if answer["result_code"] == "SUCCESS":
         return Closed("reversed", refunded=None)
     return _by_err_code(REVERSE_ERRORS, answer, REVERSE)
 
 
-def _with_text(result: ChannelResult, text: str) -> ChannelResult:
-    """Append WeChat's own description (often Chinese) to a table entry's message/detail."""
-    if not (text := _text(text)):
-        return result
-    if isinstance(result, (Declined, Failed, Refused)):
-        return replace(result, message=f"{result.message} (微信: {text})")
-    if isinstance(result, (Unknown, Pending, NotFound, Closed)):
-        return replace(result, detail=f"{result.detail}: {text}")
-    return result
-
-
-def _text(value: str, limit: int = 120) -> str:
-    """Channel text made safe to show and log: one line, bounded."""
-    return " ".join(value.split())[:limit]
+def _with_text(result: ChannelResult, words: str) -> ChannelResult:
+    return with_text(result, words, "微信")
 
 
 def _hide(answer: _Answer, auth_code: str) -> _Answer:
-    """Mask the payment code wherever the channel's text might echo it, before any mapping."""
-    if not auth_code or isinstance(answer, Unknown):  # Unknown details hold no channel text
-        return answer
-    hidden = mask(auth_code)
-    if isinstance(answer, _Rejected):
-        return _Rejected(answer.message.replace(auth_code, hidden))
-    return {key: value.replace(auth_code, hidden) for key, value in answer.items()}
+    return hide(answer, auth_code, _scrub)
+
+
+def _scrub(answer: _Answer, auth_code: str) -> _Answer:
+    assert isinstance(answer, Mapping)  # hide() passes on only the channel's answers
+    return scrub(answer, auth_code)

@@ -27,14 +27,24 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from posd.core.sale import FINAL
+from posd.core.sale import FINAL, Sale
 
 PROTOCOL: Final = 1
 SIGNATURE_HEADER: Final = "X-Posd-Signature"
 #: most records in one batch; the terminal's ``hq.batch_size`` is at most this.
 MAX_BATCH: Final = 1000
-#: record types and the versions this code understands.
-VERSIONS: Final = {"sale": (1,), "daily_summary": (1,)}
+#: record types and the versions this code understands. Sale records: version 2 (explicit
+#: fields, below) is what terminals send now; version 1 (the terminal's whole internal row,
+#: scheduling fields included) is still taken from terminals not yet upgraded.
+VERSIONS: Final = {"sale": (1, 2), "daily_summary": (1,)}
+SALE_VERSION: Final = 2
+#: A version 2 sale record's fields: what HQ may rely on, and nothing of posd's scheduling.
+#: ``auth_code`` is masked (first 4 + last 4 digits), under the API's name for it.
+SALE_FIELDS: Final = (
+    "id", "out_trade_no", "order_ref", "amount", "currency", "state", "channel",
+    "channel_trade_no", "auth_code", "decline_code", "message", "refunded", "subject",
+    "created_at", "paid_at", "updated_at",
+)
 #: final sale states (posd.core.sale.FINAL); only these are ever recorded.
 SALE_STATES: Final = frozenset(state.value for state in FINAL)
 #: statuses of a record in HQ's answer.
@@ -174,3 +184,17 @@ def _summary_problem(data: dict[str, Any]) -> str | None:
             paid.get("amount"))):
         return "summary.total.paid must have an integer count and amount (fen)"
     return None
+
+
+def sale_record(sale: Sale) -> dict[str, Any]:
+    """The outbox payload of a final sale: a version 2 HQ record, its fields listed in
+    :data:`SALE_FIELDS` (docs/hq-sync.schema.json)."""
+    fields = {
+        "id": sale.id, "out_trade_no": sale.out_trade_no, "order_ref": sale.order_ref,
+        "amount": int(sale.amount), "currency": "CNY", "state": sale.state.value,
+        "channel": sale.channel, "channel_trade_no": sale.channel_trade_no,
+        "auth_code": sale.auth_code_masked, "decline_code": sale.decline_code,
+        "message": sale.message, "refunded": sale.refunded, "subject": sale.subject,
+        "created_at": sale.created_at, "paid_at": sale.paid_at, "updated_at": sale.updated_at,
+    }
+    return {"type": "sale", "version": SALE_VERSION, "sale": fields}

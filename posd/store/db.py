@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from posd.core.money import Fen
 from posd.core.print_jobs import JobState, PrintJob
 from posd.core.sale import WORKING, Action, Sale, State
 
+from posd.core.hq_protocol import sale_record
 from posd.store.migrations import (
     OPEN_INDEX,
     OPEN_STATES,
@@ -73,15 +74,6 @@ def _sale(row: dict[str, Any]) -> Sale:
         recalls=row["recalls"] or 0,
     )
     return Sale(**fields)
-
-
-def sale_record(sale: Sale) -> dict[str, Any]:
-    """The JSON-able outbox payload of a final sale (HQ record format, version 1)."""
-    data = asdict(sale)
-    data.pop("detail", None)
-    data.update(state=sale.state.value, amount=int(sale.amount), currency="CNY",
-                next_action=None)
-    return {"type": "sale", "version": 1, "sale": data}
 
 
 class Store:

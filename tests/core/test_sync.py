@@ -89,7 +89,7 @@ def _good() -> dict[str, object]:
     ({"seq": True}, "seq"),
     ({"day": "2024-13-01"}, "day"),
     ({"type": "refund"}, "unknown record type"),
-    ({"version": 2}, "unsupported version 2"),
+    ({"version": 3}, "unsupported version 3"),
     ({"sale": None}, "'sale' object"),
     ({"sale": {"out_trade_no": "A1", "state": "paying", "amount": 1}}, "final state"),
     ({"sale": {"out_trade_no": "A1", "state": "paid", "amount": 1.5}}, "whole number"),

@@ -63,7 +63,7 @@ def test_what_the_terminal_sends_is_valid(schema: Draft202012Validator) -> None:
 
 
 @pytest.mark.parametrize(("path", "value"), [
-    (("seq",), 0), (("day",), "1 May"), (("type",), "refund"), (("version",), 2),
+    (("seq",), 0), (("day",), "1 May"), (("type",), "refund"), (("version",), 3),
     (("sale", "amount"), 1.5), (("sale", "amount"), -5), (("sale", "state"), "paying"),
     (("sale", "out_trade_no"), "has space"),
 ])
@@ -89,3 +89,30 @@ def test_records_carry_the_z_reports_business_day() -> None:
     business = json.loads(encode_batch("S001", "T01", [row], UTC, cutoff_hour=4))
     assert calendar["records"][0]["day"] == "2024-05-01"
     assert business["records"][0]["day"] == "2024-04-30"
+
+
+def test_sale_records_are_version_2_with_explicit_fields(schema: Draft202012Validator) -> None:
+    """HQ's contract is a list of fields, not posd's internal row: no scheduling fields
+    (next_at, queries, recalls, pay_maybe_arrived), the masked code under the API's name."""
+    record = _batch()["records"][0]  # type: ignore[index]
+    assert record["version"] == 2
+    assert tuple(record["sale"]) == protocol.SALE_FIELDS
+    assert record["sale"]["auth_code"] == "1345...0001"
+    record["sale"]["next_at"] = 1.0  # a field version 2 does not have
+    assert not schema.iter_errors(record) or not schema.is_valid({**_batch(), "records": [record]})
+
+
+def test_a_version_1_record_is_still_accepted(schema: Draft202012Validator) -> None:
+    """A terminal not yet upgraded sends its whole row, as version 1 did."""
+    batch = _batch()
+    record = batch["records"][0]  # type: ignore[index]
+    record["version"] = 1
+    sale = record["sale"]
+    sale["auth_code_masked"] = sale.pop("auth_code")
+    sale.update(next_action=None, next_at=None, queries=3, recalls=0, pay_attempts=1,
+                reverse_attempts=0, pay_maybe_arrived=True, pay_sent_at=T0, last_pay_at=T0,
+                deadline_at=T0 + 30)
+    assert schema.is_valid(batch), [e.message for e in schema.iter_errors(batch)]
+    accepted = protocol.check_record(record)
+    assert isinstance(accepted, protocol.Record) and accepted.out_trade_no == sale["out_trade_no"]
+

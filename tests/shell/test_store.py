@@ -110,4 +110,5 @@ def test_outbox_payload_is_versioned_json(store: Store) -> None:
     row = store._db.execute("select record_id, payload from outbox").fetchone()  # noqa: SLF001
     payload = json.loads(row[1])
     assert row[0] == f"sale:{a.out_trade_no}:cancelled"
-    assert payload["version"] == 1 and payload["sale"]["state"] == "cancelled"
+    assert payload["version"] == 2 and payload["sale"]["state"] == "cancelled"
+    assert "next_at" not in payload["sale"] and "auth_code" in payload["sale"]

@@ -105,7 +105,7 @@ def test_hq_down_is_its_own_error_and_keeps_the_records(store: Store, closed_por
 
 def test_a_rejected_record_is_quarantined_and_the_rest_go_on(hq: Hq, store: Store) -> None:
     add_sales(store, [final_sale(1)])
-    future = {"type": "sale", "version": 2, "sale": {"out_trade_no": "X1", "state": "paid",
+    future = {"type": "sale", "version": 3, "sale": {"out_trade_no": "X1", "state": "paid",
                                                       "amount": 5, "created_at": T0}}
     assert store.outbox_add("sale:X1:paid", "sale", future, 5, T0)
     add_sales(store, [final_sale(2)])
@@ -113,7 +113,7 @@ def test_a_rejected_record_is_quarantined_and_the_rest_go_on(hq: Hq, store: Stor
     result = syncer.push_all()
     assert (result.accepted, len(result.rejected)) == (2, 1)
     assert result.rejected[0][0] == "sale:X1:paid"
-    assert "unsupported version 2" in result.rejected[0][1]
+    assert "unsupported version 3" in result.rejected[0][1]
     assert syncer.push_all() == PushResult()  # not sent again...
     status = syncer.status_of(store)
     assert status["backlog"]["count"] == 1  # ...but kept, and shown
