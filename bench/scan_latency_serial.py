@@ -49,7 +49,7 @@ from posd.core.sale import State  # noqa: E402
 from posd.devices.scanners import SerialScanner  # noqa: E402
 from posd.store import Store  # noqa: E402
 from tests.sandbox import WECHAT, config, make_config  # noqa: E402
-from tests.shell.scanner_fakes import PtyScanner  # noqa: E402
+from tests.shell.pty_scanner import PtyScanner  # noqa: E402
 
 TARGET_P99_S = 0.015
 DIGITS_BEFORE_TERMINATOR_S = 0.002

@@ -1,11 +1,8 @@
 # SPDX-License-Identifier: MIT
 """Realistic stand-ins for scanners on a machine without one (and without /dev/uinput).
 
-- :class:`PtyScanner`: a serial scanner behind a real pseudo-terminal. posd's pyserial opens
-  the pty's slave through a stable symlink (as udev's /dev/serial/by-id/... links); the test
-  writes what the scanner would send into the master. Unplug closes the master -- pyserial's
-  blocked read fails with EIO, as with a USB-serial adapter pulled out -- and removes the link;
-  plug opens a new pty behind the same link.
+- :class:`PtyScanner` (in tests/shell/pty_scanner.py, which needs no evdev): a serial
+  scanner behind a real pseudo-terminal.
 - :class:`PipeKeyboard`: an input device with ``evdev.InputDevice``'s shape (posd's
   ``KeyDevice`` seam) whose events are real ``evdev.InputEvent`` values behind a real file
   descriptor (a pipe), so the reader's ``select`` and ``read`` run as on a device. Unplug
@@ -18,43 +15,12 @@ import contextlib
 import errno
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
-from pathlib import Path
 
 from evdev import InputEvent, ecodes
 
 from posd.core.errors import DeviceError
-
-
-class PtyScanner:
-    def __init__(self, link: Path, *, plugged: bool = True) -> None:
-        self.link = link
-        self.master = -1
-        if plugged:
-            self.plug()
-
-    def plug(self) -> None:
-        self.master, slave = os.openpty()
-        name = os.ttyname(slave)
-        os.close(slave)  # the slave lives on while the master is open; posd opens it by name
-        self.link.symlink_to(name)
-
-    def send(self, data: bytes) -> float:
-        """Write ``data`` as the scanner would; returns time.perf_counter() just before."""
-        at = time.perf_counter()
-        os.write(self.master, data)
-        return at
-
-    def unplug(self) -> None:
-        self.link.unlink()
-        os.close(self.master)
-        self.master = -1
-
-    def close(self) -> None:
-        if self.master >= 0:
-            self.unplug()
 
 
 def keystrokes(text: str, start: float, step: float = 0.004,

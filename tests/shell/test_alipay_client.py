@@ -505,47 +505,7 @@ def test_tampered_answer_is_unknown_and_alerts(exchange: Exchange,
     assert "ALERT" in caplog.text
 
 
-# --- transport: urllib3's rule ------------------------------------------------------------------
-
-
-@CALLS
-def test_connection_refused_never_arrived(client_for: Callable[..., Alipay], closed_port: int,
-                                          call: Call) -> None:
-    result = call(client_for(f"http://127.0.0.1:{closed_port}"))
-    assert isinstance(result, Unknown)
-    assert result.may_have_arrived is False
-    assert "could not connect" in result.detail
-
-
-@CALLS
-@pytest.mark.parametrize("reply", ["HANG", "DROP", "RESET"])
-def test_after_sending_may_have_arrived(exchange: Exchange, call: Call, reply: str) -> None:
-    started = time.monotonic()
-    result, server = exchange(call, reply)
-    assert isinstance(result, Unknown)
-    assert result.may_have_arrived is True
-    assert len(server.received) == 1  # the request did arrive
-    assert time.monotonic() - started < 3.0
-
-
-@CALLS
-@pytest.mark.parametrize("status", [500, 502, 503, 404, 302])
-def test_http_errors_may_have_arrived(exchange: Exchange, call: Call, status: int) -> None:
-    result, _ = exchange(call, (status, paid()))
-    assert isinstance(result, Unknown)
-    assert result.may_have_arrived is True
-    assert str(status) in result.detail
-
-
-def test_untrusted_server_certificate_never_arrived(
-    scripted_server: Start, pki: TestPki, client_for: Callable[..., Alipay]
-) -> None:
-    server = scripted_server([paid()], tls=pki.server_tls().context())
-    assert isinstance(_pay(client_for(server.url)), Paid)  # the test CA is configured
-    other = scripted_server([paid()], tls=pki.server_tls().context())
-    result = _pay(client_for(other.url, ca_file=""))  # system store: the test CA is unknown
-    assert isinstance(result, Unknown) and result.may_have_arrived is False
-    assert other.received == []
+# --- transport: urllib3's rule is tests/shell/test_channel_transport.py's, for both clients ----
 
 
 # --- secrets and keys ----------------------------------------------------------------------------

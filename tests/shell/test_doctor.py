@@ -25,7 +25,7 @@ from tests.hq_fixtures import Hq, start_hq, write_secret
 from tests.sandbox import config as validate
 from tests.sandbox import make_config, start_simulator, to_toml
 from tests.shell.escpos_fake import PAPER_OUT, FakePrinter, fake_printer  # noqa: F401 - fixture
-from tests.shell.scanner_fakes import PtyScanner
+from tests.shell.pty_scanner import PtyScanner
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from posd.daemon import Daemon
 from posd.core.sale import State
 from posd.devices.scanners import SerialScanner
 from tests.sandbox import config, make_config, start_simulator
-from tests.shell.scanner_fakes import PtyScanner
+from tests.shell.pty_scanner import PtyScanner
 
 CODE = "134567890123450000"
 WAIT = 5.0
@@ -216,3 +216,12 @@ def test_the_serial_bench_runs_and_prints_its_table() -> None:
     for text in ("pty write of CR -> pay request at the simulator", "idle framing",
                  "baseline: pty write of CR -> SerialScanner on_code", "no verdict"):
         assert text in done.stdout, done.stdout
+
+
+def test_serial_scanners_need_no_evdev() -> None:
+    """A till with only a serial scanner (or a build without evdev) runs these tests too."""
+    probe = ("import sys; import tests.shell.test_scanner_serial, posd.devices.scanners; "
+             "print('evdev' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parents[2])
+    assert done.stdout.strip() == "False", done.stderr

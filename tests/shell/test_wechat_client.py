@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -466,39 +465,7 @@ def test_untrustworthy_answers_are_unknown(exchange: Exchange, call: Call, body:
     assert result.may_have_arrived is True
 
 
-# --- transport: urllib3's rule ----------------------------------------------------------------
-
-
-@CALLS
-def test_connection_refused_never_arrived(
-    client_for: Callable[..., WechatPay], closed_port: int, call: Call
-) -> None:
-    result = call(client_for(f"http://127.0.0.1:{closed_port}"))
-    assert isinstance(result, Unknown)
-    assert result.may_have_arrived is False
-    assert "could not connect" in result.detail
-
-
-@CALLS
-@pytest.mark.parametrize("reply", ["HANG", "DROP", "RESET"])
-def test_after_sending_may_have_arrived(exchange: Exchange, call: Call, reply: str) -> None:
-    started = time.monotonic()
-    result, server = exchange(call, reply)
-    assert isinstance(result, Unknown)
-    assert result.may_have_arrived is True
-    assert len(server.received) == 1  # the request did arrive
-    assert time.monotonic() - started < 3.0
-    if reply == "HANG":
-        assert "read timeout" in result.detail
-
-
-@CALLS
-@pytest.mark.parametrize("status", [500, 502, 503, 404, 302])
-def test_http_errors_may_have_arrived(exchange: Exchange, call: Call, status: int) -> None:
-    result, _ = exchange(call, (status, paid()))
-    assert isinstance(result, Unknown)
-    assert result.may_have_arrived is True
-    assert str(status) in result.detail
+# --- transport (urllib3's rule for every client: tests/shell/test_channel_transport.py) ----
 
 
 def test_a_timeout_does_not_spoil_the_next_call(
@@ -535,17 +502,6 @@ def test_reverse_passes_a_server_that_requires_the_certificate(
 ) -> None:
     server = scripted_server([answer()], tls=server_tls(pki, ssl.CERT_REQUIRED))
     assert _reverse(client_for(server.url)) == Closed("reversed", refunded=None)
-
-
-@CALLS
-def test_untrusted_server_certificate_never_arrived(
-    scripted_server: Start, pki: TestPki, client_for: Callable[..., WechatPay], call: Call
-) -> None:
-    server = scripted_server([paid()], tls=server_tls(pki))
-    result = call(client_for(server.url, ca_file=""))  # system store: our test CA is unknown
-    assert isinstance(result, Unknown)
-    assert result.may_have_arrived is False
-    assert server.received == []
 
 
 def test_missing_ca_file_never_arrived(

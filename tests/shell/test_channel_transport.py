@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: MIT
+"""Transport failures, the same for every channel client: urllib3's rule (posd.channels.
+transport). One set of tests, run against both clients over a scripted loopback server:
+only a failed connect or TLS handshake means the request never arrived; a hang, a reset or
+close after sending, and any non-200 status mean it may have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from posd.channels import Channel
+from posd.channels.alipay import Alipay
+from posd.channels.simulator import TestPki
+from posd.channels.wechat import WechatPay
+from posd.core.sale import ChannelResult, Paid, Unknown
+from tests.shell import test_alipay_client as ali
+from tests.shell import test_wechat_client as wx
+from tests.shell.conftest import ScriptedServer
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the tests need of one channel client."""
+
+    make: Callable[[str, TestPki, dict[str, object]], Channel]
+    out_trade_no: str
+    code: str
+    paid: Callable[[], bytes]
+
+
+SPECS = {
+    "wechat": Spec(
+        lambda url, pki, changes: WechatPay(wx.make_config(url, pki, **changes), api_key=wx.KEY,
+                                            device_info="S001T01", body_prefix="Example Mart"),
+        wx.OUT_TRADE_NO, wx.CODE, wx.paid),
+    "alipay": Spec(
+        lambda url, pki, changes: Alipay(ali.make_config(url, pki, **changes),
+                                         app_private_key=ali.APP_KEY,
+                                         alipay_public_key=ali.ALIPAY_KEY.public_key(),
+                                         store_id="S001", terminal_id="T01"),
+        ali.OUT, ali.CODE, ali.paid),
+}
+CALLS = ["pay", "query", "reverse"]
+
+
+@pytest.fixture(name="spec", params=sorted(SPECS))
+def _spec(request: pytest.FixtureRequest) -> Spec:
+    return SPECS[request.param]
+
+
+@pytest.fixture(name="client_for")
+def _client_for(spec: Spec, pki: TestPki) -> Iterator[Callable[..., Channel]]:
+    clients: list[Channel] = []
+
+    def make(url: str, **changes: object) -> Channel:
+        clients.append(spec.make(url, pki, changes))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def _call(spec: Spec, client: Channel, call: str) -> ChannelResult:
+    amount = wx.AMOUNT
+    match call:
+        case "pay":
+            return client.pay(spec.out_trade_no, amount, spec.code, "Coffee")
+        case "query":
+            return client.query(spec.out_trade_no, amount)
+        case _:
+            return client.reverse(spec.out_trade_no)
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_connection_refused_never_arrived(spec: Spec, client_for: Callable[..., Channel],
+                                          closed_port: int, call: str) -> None:
+    result = _call(spec, client_for(f"http://127.0.0.1:{closed_port}"), call)
+    assert isinstance(result, Unknown)
+    assert result.may_have_arrived is False
+    assert "could not connect" in result.detail
+
+
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("reply", ["HANG", "DROP", "RESET"])
+def test_after_sending_may_have_arrived(spec: Spec, client_for: Callable[..., Channel],
+                                        scripted_server: Callable[..., ScriptedServer],
+                                        call: str, reply: str) -> None:
+    server = scripted_server([reply, "HANG"])  # Alipay's cancel may ask trade.query after
+    started = time.monotonic()
+    result = _call(spec, client_for(server.url), call)
+    assert isinstance(result, Unknown)
+    assert result.may_have_arrived is True
+    assert len(server.received) >= 1  # the request did arrive
+    assert time.monotonic() - started < 3.0
+    if reply == "HANG":
+        assert "read timeout" in result.detail
+
+
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("status", [500, 502, 503, 404, 302])
+def test_http_errors_may_have_arrived(spec: Spec, client_for: Callable[..., Channel],
+                                      scripted_server: Callable[..., ScriptedServer],
+                                      call: str, status: int) -> None:
+    server = scripted_server([(status, spec.paid())])
+    result = _call(spec, client_for(server.url), call)
+    assert isinstance(result, Unknown)
+    assert result.may_have_arrived is True
+    assert str(status) in result.detail
+
+
+def test_untrusted_server_certificate_never_arrived(
+        spec: Spec, pki: TestPki, client_for: Callable[..., Channel],
+        scripted_server: Callable[..., ScriptedServer]) -> None:
+    server = scripted_server([spec.paid()], tls=wx.server_tls(pki))
+    assert isinstance(_call(spec, client_for(server.url), "pay"), Paid)  # the test CA: trusted
+    other = scripted_server([spec.paid()], tls=wx.server_tls(pki))
+    result = _call(spec, client_for(other.url, ca_file=""), "pay")  # system store: unknown CA
+    assert isinstance(result, Unknown) and result.may_have_arrived is False
+    assert other.received == []
