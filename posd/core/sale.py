@@ -564,9 +564,7 @@ def _while_reversing(
                 return _move(sale, State.REVERSING, now, next_at=settled,
                              message="Reversing: the channel has no such trade yet; checking "
                              "again before saying no money was taken")
-            return _move(sale, State.REVERSED, now,
-                         next_action=None, next_at=None,
-                         message="Reversed: the channel has no such trade, no money was taken")
+            return _no_trade(sale, now)
         case Refused(too_late=True, code=code):
             return _move(sale, State.REVERSING, now, next_action=Action.QUERY, next_at=now,
                          message=f"The channel no longer reverses this payment ({code}): "
@@ -617,6 +615,12 @@ def _reversed(sale: Sale, now: float, refunded: bool | None) -> Sale:
                  refunded=refunded, message=message)
 
 
+def _no_trade(sale: Sale, now: float) -> Sale:
+    """Reversed: the channel has no trade, and none can appear any more."""
+    return _move(sale, State.REVERSED, now, next_action=None, next_at=None,
+                 message="Reversed: the channel has no such trade, no money was taken")
+
+
 def _after_window(sale: Sale, result: ChannelResult, now: float, policy: Policy) -> Sale:
     """A query's answer once reversing is no longer possible: end as the channel says."""
     match result:
@@ -630,8 +634,7 @@ def _after_window(sale: Sale, result: ChannelResult, now: float, policy: Policy)
         case Closed(refunded=refunded):
             return _reversed(sale, now, refunded)
         case NotFound():
-            return _move(sale, State.REVERSED, now, next_action=None, next_at=None,
-                         message="Reversed: the channel has no such trade, no money was taken")
+            return _no_trade(sale, now)
         case Declined(code=code, message=message) | Failed(code=code, message=message):
             return _move(sale, State.DECLINED, now, next_action=None, next_at=None,
                          decline_code=code, message=message)
