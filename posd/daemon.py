@@ -20,7 +20,8 @@ from posd.channels import Channel
 from posd.config import Config, read_api_token
 from posd.engine import Engine
 from posd.notify import Notifier, Watchdog
-from posd.devices.print_queue import Printing, daily_reports
+from posd.core.effects import Outputs
+from posd.devices.print_queue import Printing, daily_reports, printed_states
 from posd.devices.scanners import ConsoleScanner, DeviceReader, open_scanners
 from posd.store import Store
 from posd.sync import SyncWorker
@@ -41,6 +42,14 @@ def build_channels(config: Config) -> dict[str, Channel]:
         channels["alipay"] = Alipay.from_config(
             ali, store_id=config.store.id, terminal_id=config.store.terminal_id)
     return channels
+
+
+def outputs_for(config: Config) -> Outputs:
+    """What a finished sale brings with it, written with it (posd.core.effects): its receipt
+    when a printer is configured, its HQ record when ``hq.url`` is set (no HQ, no outbox:
+    a till that never syncs must not grow one forever)."""
+    receipts = printed_states(config.receipt) if config.printer.kind != "none" else frozenset()
+    return Outputs(receipts=receipts, hq=bool(config.hq.url))
 
 
 def header_for(config: Config) -> receipt.Header:
@@ -70,12 +79,11 @@ class Daemon:
     def build(cls, config: Config, *, receipts_to: TextIO | None = None,
               notifier: Notifier | None = None) -> Daemon:
         token = read_api_token(config)
-        # No HQ, no outbox: a till that never syncs must not grow one forever.
-        store = Store.open(config.database.path, outbox=bool(config.hq.url))
+        store = Store.open(config.database.path, outputs=outputs_for(config))
         engine = Engine(config, store, build_channels(config))
         printing = Printing.from_config(config, store, receipts_to or sys.stdout)
         if printing is not None:
-            printing.attach(engine)  # queues receipts (a console prints at once); health
+            printing.attach(engine)  # wakes the print worker (a console prints at once); health
         tz = config.store.tz  # DESIGN §2 rule 9: one zone for every time a person reads
         reports = daily_reports(store, config.report.business_day_cutoff_hour, tz)
         tls = ((str(config.api.tls_cert_file), str(config.api.tls_key_file))

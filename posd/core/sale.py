@@ -10,6 +10,10 @@ Theory of operation
 A sale is one attempt to take one amount with one payment code. The shell (``engine.py``)
 persists the sale, then performs ``sale.next_action`` at ``sale.next_at``, feeds the channel's
 answer to :func:`on_result` and persists what comes back, until the state is final.
+:func:`on_result` is one lookup in :data:`RULES`, the transition table: ``(phase, kind of
+answer) -> rule``, the phase being which question the answer replies to; the docs' diagram
+is drawn from it. What a change brings with it (a receipt, an HQ record) is
+``posd.core.effects``, written by the store in the change's own transaction.
 
 - Write-ahead: :func:`start_pay` returns a sale whose ``next_action`` is ``PAY``; the shell
   commits it before sending anything. A sale found on disk with ``next_action == PAY`` after a
@@ -45,7 +49,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import assert_never
@@ -97,26 +101,6 @@ OPEN: frozenset[State] = UNRESOLVED
 NO_MONEY: frozenset[State] = frozenset({State.DECLINED, State.REVERSED, State.CANCELLED})
 #: Final states that get a receipt or slip (cancelled: no code was ever sent, no slip).
 PRINTABLE: frozenset[State] = FINAL - {State.CANCELLED}
-
-#: Every legal transition (a state may also stay where it is). Checked by tests and drawn
-#: in docs/state-machine.md. NEEDS_ATTENTION is final for the machinery; a person resolves
-#: it (manual reverse or refund) and posd records what they did.
-TRANSITIONS: Mapping[State, frozenset[State]] = {
-    State.AWAITING_CODE: frozenset({State.PAYING, State.CANCELLED}),
-    State.PAYING: frozenset(
-        {State.CONFIRMING, State.PAID, State.DECLINED, State.REVERSING, State.NEEDS_ATTENTION}
-    ),
-    State.CONFIRMING: frozenset(
-        {State.PAYING, State.PAID, State.DECLINED, State.REVERSING, State.NEEDS_ATTENTION}
-    ),
-    State.REVERSING: frozenset({State.REVERSED, State.DECLINED, State.NEEDS_ATTENTION}),
-    State.PAID: frozenset(),
-    State.DECLINED: frozenset(),
-    State.REVERSED: frozenset(),
-    State.CANCELLED: frozenset(),
-    State.NEEDS_ATTENTION: frozenset({State.PAID, State.REVERSED}),
-}
-
 
 # --- channel answers, as values -------------------------------------------------------
 
@@ -443,16 +427,74 @@ def _schedule(sale: Sale, action: Action, at: float, now: float, policy: Policy,
     return _move(sale, state, now, next_action=action, next_at=at, message=message)
 
 
+# --- the transition table (h11's anchor: one table is spec, code and diagram) ---------------
+
+
+class Phase(enum.StrEnum):
+    """Which question a channel answer replies to: the first key of :data:`RULES`."""
+
+    #: paying / confirming: the answer to a pay or a query
+    PAYING = "paying"
+    #: reversing: the answer to a reverse
+    REVERSING = "reversing"
+    #: reversing: a pay or query answer that arrives after the reverse was planned
+    LATE = "late answer"
+    #: reversing past the channel's window: the answer to "how did the trade end?"
+    AFTER_WINDOW = "after the window"
+
+
+#: The states each phase is asked in.
+PHASE_STATES: Mapping[Phase, frozenset[State]] = {
+    Phase.PAYING: frozenset({State.PAYING, State.CONFIRMING}),
+    Phase.REVERSING: frozenset({State.REVERSING}),
+    Phase.LATE: frozenset({State.REVERSING}),
+    Phase.AFTER_WINDOW: frozenset({State.REVERSING}),
+}
+
+#: Every kind of answer, in the order the diagram labels them.
+ANSWERS: tuple[type[ChannelResult], ...] = (
+    Paid, Declined, Pending, Unknown, NotFound, Closed, Failed, Refused,
+)
+
+Handler = Callable[[Sale, Action, ChannelResult, float, Policy], Sale]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One cell of the table: what an answer does in a phase, and where it may lead.
+
+    ``to`` lists every state the handler can return besides staying where the sale is (a
+    guard inside the handler picks one: the amount, the time, whether a pay may have
+    arrived); :func:`on_result` checks the handler keeps to it.
+    """
+
+    to: frozenset[State]
+    apply: Handler
+    says: str
+
+
+def phase_of(sale: Sale, action: Action) -> Phase:
+    """The phase in which ``action``'s answer is read, for a non-final, sent sale."""
+    if sale.state is not State.REVERSING:
+        return Phase.PAYING
+    if action is Action.REVERSE:
+        return Phase.REVERSING
+    return Phase.AFTER_WINDOW if sale.next_action is Action.QUERY else Phase.LATE
+
+
 def on_result(sale: Sale, action: Action, result: ChannelResult, now: float, policy: Policy) -> Sale:
-    """Apply the channel's answer to ``action``. Pure: no clock, no network, no database."""
+    """Apply the channel's answer to ``action``: one lookup in :data:`RULES`. Pure."""
     sale = _count(sale, action, result, now)
     if sale.final:
         return sale  # a late answer for a sale a person or an earlier answer already ended
-    if sale.state is State.REVERSING:
-        return _while_reversing(sale, action, result, now, policy)
     if sale.state is State.AWAITING_CODE:
         raise InvariantError(f"{action} answer for a sale that was never sent: {sale.out_trade_no}")
-    return _while_paying(sale, action, result, now, policy)
+    rule = RULES[phase_of(sale, action), type(result)]
+    new = rule.apply(sale, action, result, now, policy)
+    if new.state is not sale.state and new.state not in rule.to:
+        raise InvariantError(f"{type(result).__name__} in phase {phase_of(sale, action)} led to "
+                             f"{new.state}, not one of {sorted(rule.to)}")
+    return new
 
 
 def _count(sale: Sale, action: Action, result: ChannelResult, now: float) -> Sale:
@@ -471,7 +513,18 @@ def _count(sale: Sale, action: Action, result: ChannelResult, now: float) -> Sal
             assert_never(action)
 
 
-def _paid(sale: Sale, result: Paid, now: float) -> Sale:
+# --- phase PAYING: the answer to a pay or a query ----------------------------------------
+
+
+def _query_at(sale: Sale, now: float, policy: Policy) -> float:
+    """The next query, planned from when the last step was due, not from when its answer
+    came: round trips must not push the schedule later and later. A late answer: at once."""
+    intervals = policy.query_intervals_s
+    return max(now, (sale.next_at or now) + intervals[min(sale.queries, len(intervals) - 1)])
+
+
+def _paying_paid(sale: Sale, _: Action, result: ChannelResult, now: float, __: Policy) -> Sale:
+    assert isinstance(result, Paid)
     if result.amount != sale.amount:
         return _move(
             sale,
@@ -485,101 +538,197 @@ def _paid(sale: Sale, result: Paid, now: float) -> Sale:
                 "fen: check the trade with the channel and refund or collect the difference"
             ),
         )
-    return _move(
-        sale,
-        State.PAID,
-        now,
-        next_action=None,
-        next_at=None,
-        paid_at=now,
-        channel_trade_no=result.channel_trade_no,
-        message="Paid",
-    )
+    return _move(sale, State.PAID, now, next_action=None, next_at=None, paid_at=now,
+                 channel_trade_no=result.channel_trade_no, message="Paid")
 
 
-def _next_query_delay(sale: Sale, policy: Policy) -> float:
-    intervals = policy.query_intervals_s
-    return intervals[min(sale.queries, len(intervals) - 1)]
+def _declined(sale: Sale, _: Action, result: ChannelResult, now: float, __: Policy) -> Sale:
+    assert isinstance(result, (Declined, Failed))
+    return _move(sale, State.DECLINED, now, next_action=None, next_at=None,
+                 decline_code=result.code, message=result.message)
 
 
-def _while_paying(
-    sale: Sale, action: Action, result: ChannelResult, now: float, policy: Policy
-) -> Sale:
-    # Planned from when the last step was due, not from when its answer came: round trips
-    # must not push the schedule later and later. A late answer queries at once.
-    query_at = max(now, (sale.next_at or now) + _next_query_delay(sale, policy))
-    match result:
-        case Paid():
-            return _paid(sale, result, now)
-        case Declined(code=code, message=message):
-            return _move(
-                sale, State.DECLINED, now, next_action=None, next_at=None,
-                decline_code=code, message=message,
-            )
-        case Closed(detail=detail):
-            return _move(
-                sale, State.DECLINED, now, next_action=None, next_at=None,
-                decline_code="CLOSED", message=f"The payment was closed without payment ({detail})",
-            )
-        case Failed(code=code, message=message):
-            return replace(_to_reversing(sale, now, policy, message), decline_code=code)
-        case Pending():
-            return _schedule(
-                sale, Action.QUERY, query_at, now, policy, State.CONFIRMING,
-                "Waiting for the customer to confirm on the phone",
-            )
-        case Unknown(may_have_arrived=False) if action is Action.PAY:
-            return _schedule(
-                sale, Action.PAY, now + policy.pay_retry_delay_s, now, policy, State.PAYING,
-                "Could not reach the channel: sending again",
-            )
-        case Unknown() | NotFound() | Refused():
-            return _schedule(
-                sale, Action.QUERY, query_at, now, policy, sale.state,
-                "Waiting for the channel's answer",
-            )
-        case _:
-            assert_never(result)
+def _paying_closed(sale: Sale, _: Action, result: ChannelResult, now: float, __: Policy) -> Sale:
+    assert isinstance(result, Closed)
+    return _move(sale, State.DECLINED, now, next_action=None, next_at=None, decline_code="CLOSED",
+                 message=f"The payment was closed without payment ({result.detail})")
 
 
-def _while_reversing(
-    sale: Sale, action: Action, result: ChannelResult, now: float, policy: Policy
-) -> Sale:
-    if action is not Action.REVERSE:
-        if sale.next_action is Action.QUERY:
-            return _after_window(sale, result, now, policy)
-        # A pay/query answer that arrives after the cashier cancelled: the reverse goes on,
-        # unless the channel says plainly that no money moved.
-        if isinstance(result, Declined):
-            return _move(sale, State.DECLINED, now, next_action=None, next_at=None,
-                         decline_code=result.code, message=result.message)
-        # The pay may have reached the channel later than the reverse was planned for.
-        return replace(sale, next_at=max(sale.next_at or now, _reverse_at(sale, now, policy)))
-    match result:
-        case Closed(refunded=refunded):
-            return _reversed(sale, now, refunded)
-        case NotFound():
-            settled = trade_settled_at(sale, policy)
-            if now < settled:
-                return _move(sale, State.REVERSING, now, next_at=settled,
-                             message="Reversing: the channel has no such trade yet; checking "
-                             "again before saying no money was taken")
-            return _no_trade(sale, now)
-        case Refused(too_late=True, code=code):
-            return _move(sale, State.REVERSING, now, next_action=Action.QUERY, next_at=now,
-                         message=f"The channel no longer reverses this payment ({code}): "
-                         "asking it how the payment ended")
-        case Refused(code=code, message=message) | Declined(code=code, message=message):
-            return _attention(sale, now, f"The channel refused the reverse ({code}: {message})")
-        case Pending():
-            return _retry_reverse(replace(sale, recalls=sale.recalls + 1), now, policy,
-                                  "Reversing: the channel asks to repeat the reverse")
-        case Unknown() | Paid() | Failed():
-            # Paid/Failed cannot answer a reverse; treat them as no answer and ask again.
-            return _retry_reverse(sale, now, policy,
-                                  "Reversing: no answer from the channel yet, retrying")
-        case _:
-            assert_never(result)
+def _paying_failed(sale: Sale, _: Action, result: ChannelResult, now: float,
+                   policy: Policy) -> Sale:
+    assert isinstance(result, Failed)
+    return replace(_to_reversing(sale, now, policy, result.message), decline_code=result.code)
+
+
+def _paying_pending(sale: Sale, _: Action, __: ChannelResult, now: float, policy: Policy) -> Sale:
+    return _schedule(sale, Action.QUERY, _query_at(sale, now, policy), now, policy,
+                     State.CONFIRMING, "Waiting for the customer to confirm on the phone")
+
+
+def _paying_unknown(sale: Sale, action: Action, result: ChannelResult, now: float,
+                    policy: Policy) -> Sale:
+    if isinstance(result, Unknown) and not result.may_have_arrived and action is Action.PAY:
+        return _schedule(sale, Action.PAY, now + policy.pay_retry_delay_s, now, policy,
+                         State.PAYING, "Could not reach the channel: sending again")
+    return _paying_no_answer(sale, action, result, now, policy)
+
+
+def _paying_no_answer(sale: Sale, _: Action, __: ChannelResult, now: float,
+                      policy: Policy) -> Sale:
+    return _schedule(sale, Action.QUERY, _query_at(sale, now, policy), now, policy, sale.state,
+                     "Waiting for the channel's answer")
+
+
+# --- phase REVERSING: the answer to a reverse ---------------------------------------------
+
+
+def _reversing_closed(sale: Sale, _: Action, result: ChannelResult, now: float,
+                      __: Policy) -> Sale:
+    assert isinstance(result, Closed)
+    return _reversed(sale, now, result.refunded)
+
+
+def _reversing_not_found(sale: Sale, _: Action, __: ChannelResult, now: float,
+                         policy: Policy) -> Sale:
+    settled = trade_settled_at(sale, policy)
+    if now < settled:
+        return _move(sale, State.REVERSING, now, next_at=settled,
+                     message="Reversing: the channel has no such trade yet; checking "
+                     "again before saying no money was taken")
+    return _no_trade(sale, now)
+
+
+def _reversing_refused(sale: Sale, _: Action, result: ChannelResult, now: float,
+                       __: Policy) -> Sale:
+    assert isinstance(result, (Refused, Declined))
+    if isinstance(result, Refused) and result.too_late:
+        return _move(sale, State.REVERSING, now, next_action=Action.QUERY, next_at=now,
+                     message=f"The channel no longer reverses this payment ({result.code}): "
+                     "asking it how the payment ended")
+    return _attention(sale, now, f"The channel refused the reverse ({result.code}: "
+                      f"{result.message})")
+
+
+def _reversing_recall(sale: Sale, _: Action, __: ChannelResult, now: float,
+                      policy: Policy) -> Sale:
+    return _retry_reverse(replace(sale, recalls=sale.recalls + 1), now, policy,
+                          "Reversing: the channel asks to repeat the reverse")
+
+
+def _reversing_no_answer(sale: Sale, _: Action, __: ChannelResult, now: float,
+                         policy: Policy) -> Sale:
+    # Paid/Failed cannot answer a reverse; they count as no answer: ask again.
+    return _retry_reverse(sale, now, policy, "Reversing: no answer from the channel yet, retrying")
+
+
+# --- phase LATE: a pay or query answer after the reverse was planned ---------------------
+
+
+def _late_answer(sale: Sale, _: Action, __: ChannelResult, now: float, policy: Policy) -> Sale:
+    # The reverse goes on; the pay may have reached the channel later than it was planned for.
+    return replace(sale, next_at=max(sale.next_at or now, _reverse_at(sale, now, policy)))
+
+
+# --- phase AFTER_WINDOW: how the trade ended, once reversing is no longer possible --------
+
+
+def _after_window_paid(sale: Sale, _: Action, result: ChannelResult, now: float,
+                       __: Policy) -> Sale:
+    assert isinstance(result, Paid)
+    no = result.channel_trade_no
+    return _move(sale, State.NEEDS_ATTENTION, now, next_action=None, next_at=None,
+                 channel_trade_no=no,
+                 message=(f"The customer paid {result.amount} fen (channel trade {no}) but the "
+                          "channel no longer reverses this payment: refund it to the customer"))
+
+
+def _after_window_no_trade(sale: Sale, _: Action, __: ChannelResult, now: float,
+                           ___: Policy) -> Sale:
+    return _no_trade(sale, now)
+
+
+def _after_window_ask_again(sale: Sale, _: Action, __: ChannelResult, now: float,
+                            policy: Policy) -> Sale:
+    return _move(sale, State.REVERSING, now, next_action=Action.QUERY,
+                 next_at=now + policy.after_window_query_s,
+                 message="The channel's time for reversing has passed and it has not "
+                 "said how the payment ended: asking again")
+
+
+_S = State
+_QUERY_ON = frozenset({_S.CONFIRMING, _S.REVERSING, _S.DECLINED})  # _schedule's outcomes
+
+#: (phase, kind of answer) -> rule. Every cell is filled (a test checks); docs/state-machine.md
+#: is drawn from it by docs/make_state_diagram.py.
+RULES: Mapping[tuple[Phase, type[ChannelResult]], Rule] = {
+    (Phase.PAYING, Paid): Rule(frozenset({_S.PAID, _S.NEEDS_ATTENTION}), _paying_paid,
+                               "paid; another amount than the sale's needs a person"),
+    (Phase.PAYING, Declined): Rule(frozenset({_S.DECLINED}), _declined, "an explicit no"),
+    (Phase.PAYING, Closed): Rule(frozenset({_S.DECLINED}), _paying_closed,
+                                 "closed without payment"),
+    (Phase.PAYING, Failed): Rule(frozenset({_S.REVERSING, _S.DECLINED}), _paying_failed,
+                                 "PAYERROR: reverse to close it"),
+    (Phase.PAYING, Pending): Rule(_QUERY_ON, _paying_pending,
+                                  "the customer is confirming: query; past the deadline, reverse"),
+    (Phase.PAYING, Unknown): Rule(_QUERY_ON | {_S.PAYING}, _paying_unknown,
+                                  "no answer: query (a connect error: pay again); past the "
+                                  "deadline, reverse"),
+    (Phase.PAYING, NotFound): Rule(_QUERY_ON, _paying_no_answer, "not there yet: query"),
+    (Phase.PAYING, Refused): Rule(_QUERY_ON, _paying_no_answer, "no answer to a pay: query"),
+
+    (Phase.REVERSING, Closed): Rule(frozenset({_S.REVERSED}), _reversing_closed, "reversed"),
+    (Phase.REVERSING, NotFound): Rule(frozenset({_S.REVERSED}), _reversing_not_found,
+                                      "no such trade: reversed once none can appear any more"),
+    (Phase.REVERSING, Refused): Rule(frozenset({_S.NEEDS_ATTENTION}), _reversing_refused,
+                                     "refused: a person; too late: ask how it ended"),
+    (Phase.REVERSING, Declined): Rule(frozenset({_S.NEEDS_ATTENTION}), _reversing_refused,
+                                      "refused: a person"),
+    (Phase.REVERSING, Pending): Rule(frozenset(), _reversing_recall, "recall: reverse again"),
+    (Phase.REVERSING, Unknown): Rule(frozenset(), _reversing_no_answer, "no answer: again"),
+    (Phase.REVERSING, Paid): Rule(frozenset(), _reversing_no_answer, "no answer: again"),
+    (Phase.REVERSING, Failed): Rule(frozenset(), _reversing_no_answer, "no answer: again"),
+
+    (Phase.LATE, Declined): Rule(frozenset({_S.DECLINED}), _declined,
+                                 "an explicit no: no money moved"),
+    **{(Phase.LATE, kind): Rule(frozenset(), _late_answer, "the reverse goes on")
+       for kind in (Paid, Pending, Unknown, NotFound, Closed, Failed, Refused)},
+
+    (Phase.AFTER_WINDOW, Paid): Rule(frozenset({_S.NEEDS_ATTENTION}), _after_window_paid,
+                                     "paid: a person refunds it"),
+    (Phase.AFTER_WINDOW, Closed): Rule(frozenset({_S.REVERSED}), _reversing_closed, "closed"),
+    (Phase.AFTER_WINDOW, NotFound): Rule(frozenset({_S.REVERSED}), _after_window_no_trade,
+                                         "no such trade"),
+    (Phase.AFTER_WINDOW, Declined): Rule(frozenset({_S.DECLINED}), _declined, "failed"),
+    (Phase.AFTER_WINDOW, Failed): Rule(frozenset({_S.DECLINED}), _declined, "failed"),
+    **{(Phase.AFTER_WINDOW, kind): Rule(frozenset(), _after_window_ask_again, "ask again later")
+       for kind in (Pending, Unknown, Refused)},
+}
+
+#: The moves that are not answers: the register, the cashier, the clock and a person.
+COMMANDS: Mapping[str, tuple[frozenset[State], frozenset[State]]] = {
+    "code scanned": (frozenset({_S.AWAITING_CODE}), frozenset({_S.PAYING})),
+    "cancel": (frozenset({_S.AWAITING_CODE}), frozenset({_S.CANCELLED})),
+    "cancel while paying": (frozenset({_S.PAYING, _S.CONFIRMING}),
+                            frozenset({_S.REVERSING, _S.DECLINED})),
+    "no code in time": (frozenset({_S.AWAITING_CODE}), frozenset({_S.CANCELLED})),
+    "a person resolves it": (frozenset({_S.NEEDS_ATTENTION}), frozenset({_S.PAID, _S.REVERSED})),
+}
+
+
+def _transitions() -> dict[State, frozenset[State]]:
+    found: dict[State, set[State]] = {state: set() for state in State}
+    for (phase, _), rule in RULES.items():
+        for state in PHASE_STATES[phase]:
+            found[state] |= rule.to - {state}
+    for sources, targets in COMMANDS.values():
+        for state in sources:
+            found[state] |= targets - {state}
+    return {state: frozenset(to) for state, to in found.items()}
+
+
+#: Every legal move, from :data:`RULES` and :data:`COMMANDS` (a state may also stay where it
+#: is). NEEDS_ATTENTION is final for the machinery; a person resolves it and posd records it.
+TRANSITIONS: Mapping[State, frozenset[State]] = _transitions()
 
 
 def trade_settled_at(sale: Sale, policy: Policy) -> float:
@@ -619,32 +768,6 @@ def _no_trade(sale: Sale, now: float) -> Sale:
     """Reversed: the channel has no trade, and none can appear any more."""
     return _move(sale, State.REVERSED, now, next_action=None, next_at=None,
                  message="Reversed: the channel has no such trade, no money was taken")
-
-
-def _after_window(sale: Sale, result: ChannelResult, now: float, policy: Policy) -> Sale:
-    """A query's answer once reversing is no longer possible: end as the channel says."""
-    match result:
-        case Paid(channel_trade_no=trade_no, amount=amount):
-            return _move(
-                sale, State.NEEDS_ATTENTION, now, next_action=None, next_at=None,
-                channel_trade_no=trade_no,
-                message=(f"The customer paid {amount} fen (channel trade {trade_no}) but the "
-                         "channel no longer reverses this payment: refund it to the customer"),
-            )
-        case Closed(refunded=refunded):
-            return _reversed(sale, now, refunded)
-        case NotFound():
-            return _no_trade(sale, now)
-        case Declined(code=code, message=message) | Failed(code=code, message=message):
-            return _move(sale, State.DECLINED, now, next_action=None, next_at=None,
-                         decline_code=code, message=message)
-        case Pending() | Unknown() | Refused():
-            return _move(sale, State.REVERSING, now, next_action=Action.QUERY,
-                         next_at=now + policy.after_window_query_s,
-                         message="The channel's time for reversing has passed and it has not "
-                         "said how the payment ended: asking again")
-        case _:
-            assert_never(result)
 
 
 def _attention(sale: Sale, now: float, message: str) -> Sale:

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
 """The print queue: receipts and reports wait in SQLite until the printer takes them.
 
-Printing never blocks or changes a sale. The engine listener (:meth:`Printing.on_sale`)
-only adds a row to ``print_jobs`` and wakes the worker thread; the worker takes the next due
-job, lays it out from the store (the sale as it is now, or the day's figures), asks the
+Printing never blocks or changes a sale. A sale's receipt job is written by the store in the
+same transaction as the final state that calls for it (``posd.core.effects``), so a crash
+cannot lose it; the engine listener (:meth:`Printing.on_sale`) only wakes the worker thread.
+The worker takes the next due job, lays it out from the store (the sale as it is now, or the day's figures), asks the
 printer's status (DLE EOT), prints, and marks the job done, or schedules a retry with
 backoff when the printer is unreachable, silent, out of paper or too slow. A receipt still
 not printed ``printer.receipt_expiry_s`` after it was queued is given up (the customer has
@@ -34,13 +35,14 @@ from apscheduler.triggers.cron import CronTrigger
 from posd.core import receipt, report
 from posd.config import Config, ReceiptConfig
 from posd.core.errors import DeviceError, InputError, NotFoundError
+from posd.core.effects import receipt_states
 from posd.core.layout import Element, as_text
 from posd.core.print_jobs import (
     DESCRIPTIONS, JobKind, JobState, PrintJob, RetryPolicy, Status, failed_attempt,
-    nothing_to_print, printed, receipt_job, report_job,
+    nothing_to_print, printed, report_job,
 )
 from posd.devices.printers import (
-    PRINTED, ConsoleOutput, ConsolePrinter, Printer, archive, open_printer,
+    ConsoleOutput, Printer, archive, open_printer,
 )
 from posd.core.sale import Sale, State
 from posd.store import Store
@@ -125,7 +127,7 @@ class Printing:
 
     def __init__(self, store: Store, printer: Printer, paper: Paper, *,
                  policy: RetryPolicy = RetryPolicy(), poll_s: float = 2.0,  # noqa: B008 - frozen
-                 status_every_s: float = 0.0, states: frozenset[State] = PRINTED,
+                 status_every_s: float = 0.0,
                  receipt_dir: Path | None = None, auto_print_at: str = "",
                  stream: TextIO | None = None,
                  clock: Callable[[], float] = time.time,
@@ -136,13 +138,13 @@ class Printing:
         self._policy = policy
         self._poll_s = poll_s
         self._status_every_s = status_every_s
-        self._states = states
         self._dir = receipt_dir
         self._auto_print_at = auto_print_at
         self._stream = stream
         self._clock = clock
         self._on_attempt = on_attempt
         self._wake = threading.Event()
+        self._step_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._scheduler: BackgroundScheduler | None = None
@@ -162,30 +164,25 @@ class Printing:
         policy = RetryPolicy(pc.retry_base_s, pc.retry_max_s, pc.receipt_expiry_s)
         return cls(store, open_printer(pc, stream, paper.columns), paper, policy=policy,
                    poll_s=pc.poll_s, status_every_s=pc.status_every_s,
-                   states=printed_states(config.receipt), receipt_dir=pc.receipt_dir,
+                   receipt_dir=pc.receipt_dir,
                    auto_print_at=config.report.auto_print_at, stream=stream)
 
     # --- queueing --------------------------------------------------------------------------
 
     def attach(self, engine: Engine) -> None:
-        """Hook into the engine: the receipt listener and the ``printer`` health probe.
-
-        A console prints in the listener itself (ConsolePrinter: nothing can block there);
-        every other printer only queues.
-        """
-        if isinstance(self.printer, ConsoleOutput):
-            p = self._paper
-            engine.add_listener(ConsolePrinter(
-                p.header, self._stream, self._dir, p.columns, language=p.receipt.language,
-                qr=p.receipt.qr, states=self._states))
-        else:
-            engine.add_listener(self.on_sale)
+        """Hook into the engine: the wake-up listener and the ``printer`` health probe."""
+        engine.add_listener(self.on_sale)
         engine.add_health_probe("printer", self.health)
 
     def on_sale(self, sale: Sale) -> None:
-        """Engine listener: queue the receipt of a sale that reached a printed final state."""
-        if sale.state in self._states:
-            self.enqueue(receipt_job(sale.id, sale.state.value, self._clock()))
+        """Engine listener: a final sale may have queued a receipt (the store did, with the
+        sale): wake the worker. A console prints it here and now, so that the demo's next
+        prompt comes after the receipt (nothing can block on a console)."""
+        if not sale.final:
+            return
+        if isinstance(self.printer, ConsoleOutput):
+            self.drain()
+        self._wake.set()
 
     def enqueue(self, job: PrintJob) -> PrintJob | None:
         """Add ``job`` (None if its key was queued before) and wake the worker."""
@@ -200,23 +197,9 @@ class Printing:
         log.info("printing the report of business day %s (report.auto_print_at)", day)
         return self.enqueue(report_job(day, now, key=f"report:{day}:auto"))
 
-    def recover(self) -> int:
-        """Queue the receipts of sales that became final just before a crash, between their
-        commit and their print job's (a receipt already queued is not queued again)."""
-        now = self._clock()
-        window = self._policy.receipt_expiry_s
-        added = 0
-        for sale in self._store.find(since=now - window - 3600):
-            if sale.state in self._states and sale.updated_at >= now - window:
-                job = receipt_job(sale.id, sale.state.value, sale.updated_at)
-                added += self._store.add_print_job(job) is not None
-        return added
-
     # --- the worker ------------------------------------------------------------------------
 
     def start(self) -> None:
-        if not isinstance(self.printer, ConsoleOutput):  # a console printed in the listener
-            self.recover()
         self._thread = threading.Thread(target=self._run, name="printer", daemon=True)
         self._thread.start()
         if self._auto_print_at:
@@ -254,14 +237,20 @@ class Printing:
     def step(self) -> float:
         """Print the next due job, or check the status when idle and due. Returns how long
         to wait before the next step (0: at once)."""
-        now = self._clock()
-        queued = self._store.print_jobs(JobState.QUEUED, limit=1)
-        if queued and queued[0].next_at <= now:
-            self._finish(self.attempt(queued[0]))
-            return 0.0
-        if self._status_due(now):
-            self.check_status()
-        return max(0.0, min(self._poll_s, queued[0].next_at - now if queued else self._poll_s))
+        with self._step_lock:  # the worker, and a console's listener (on_sale)
+            now = self._clock()
+            queued = self._store.print_jobs(JobState.QUEUED, limit=1)
+            if queued and queued[0].next_at <= now:
+                self._finish(self.attempt(queued[0]))
+                return 0.0
+            if self._status_due(now):
+                self.check_status()
+            return max(0.0, min(self._poll_s, queued[0].next_at - now if queued else self._poll_s))
+
+    def drain(self) -> None:
+        """Print every job that is due now, in this thread."""
+        while self.step() == 0.0:
+            pass
 
     def _status_due(self, now: float) -> bool:
         if not self._status_every_s or not self.printer.can_ask:
@@ -351,13 +340,8 @@ class Printing:
 
 def printed_states(options: ReceiptConfig) -> frozenset[State]:
     """The final states that get a receipt (or a slip) under ``[receipt]``."""
-    states = {State.PAID}
-    for state, wanted in ((State.DECLINED, options.print_declined),
-                          (State.REVERSED, options.print_reversed),
-                          (State.NEEDS_ATTENTION, options.print_needs_attention)):
-        if wanted:
-            states.add(state)
-    return frozenset(states)
+    return receipt_states(declined=options.print_declined, reversed_=options.print_reversed,
+                          needs_attention=options.print_needs_attention)
 
 
 def daily_reports(store: Store, cutoff_hour: int, tz: tzinfo | None = None,

@@ -30,12 +30,10 @@ from typing import Any, Protocol, TextIO, assert_never
 from escpos.exceptions import DeviceNotFoundError
 from escpos.printer import Dummy, File, Network, Serial, Usb
 
-from posd.core import receipt
 from posd.config import PrinterConfig
 from posd.core.errors import ConfigError, DeviceError
 from posd.core.layout import Element, Line, Qr, as_text
 from posd.core.print_jobs import STATUS_QUERIES, Status, decode_status
-from posd.core.sale import PRINTABLE, Sale, State
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +44,6 @@ CHINESE_OFF = b"\x1c."
 #: Printed instead of characters a GBK printer lacks: ``¥`` (U+00A5) is four bytes in
 #: GB18030; the full-width ``￥`` (U+FFE5) is the yuan sign Chinese printers have.
 _SUBSTITUTES = {"¥": "￥"}  # noqa: RUF001 - the two yuan signs, on purpose
-
-#: Receipts are printed for these final states (cancelled sales never reached a channel).
-PRINTED = PRINTABLE  # posd.core.sale's group
 
 Reader = Callable[[Any, float], bytes]  # (python-escpos printer, timeout) -> bytes; b"": silence
 
@@ -300,43 +295,3 @@ def archive(directory: Path | None, name: str, body: str) -> None:
         (directory / f"{name}.txt").write_text(body, encoding="utf-8")
     except OSError as err:
         log.error("cannot save %s in %s: %s", name, directory, err)
-
-
-class ConsolePrinter:
-    """Engine listener for ``printer.kind = "console"``: each final sale's receipt on a text
-    stream at once, and a copy under ``receipt_dir``.
-
-    The one printer that prints inside the listener: a console cannot be out of paper or
-    slow, and the demo's prompt waits for the receipt to be on screen (StateEcho). Every
-    other kind only queues (``posd.devices.print_queue``).
-    """
-
-    def __init__(self, header: receipt.Header, stream: TextIO | None,
-                 receipt_dir: Path | None = None, columns: int = 32, *,
-                 language: receipt.Language = "en", qr: bool = True,
-                 states: frozenset[State] = PRINTED) -> None:
-        self._header = header
-        self._stream = stream
-        self._dir = receipt_dir
-        self._columns = columns
-        self._language: receipt.Language = language
-        self._qr = qr
-        self._states = states
-        self._lock = threading.Lock()
-        self._printed: set[int] = set()
-
-    def __call__(self, sale: Sale) -> None:
-        """Engine listener: print once when a sale reaches a printed final state."""
-        if sale.state not in self._states:
-            return
-        with self._lock:
-            if sale.id in self._printed:
-                return
-            self._printed.add(sale.id)
-        self.print(sale)
-
-    def print(self, sale: Sale, *, reprint: bool = False) -> None:
-        body = receipt.text(sale, self._header, columns=self._columns, reprint=reprint,
-                            language=self._language, qr=self._qr)
-        write(self._stream, body)
-        archive(self._dir, sale.out_trade_no + ("-reprint" if reprint else ""), body)

@@ -25,7 +25,7 @@ from posd.core.money import Fen
 from posd.core.print_jobs import JobState, PrintJob
 from posd.core.sale import WORKING, Action, Sale, State
 
-from posd.core.hq_protocol import sale_record
+from posd.core.effects import Effect, Outputs, PrintReceipt, TellHq, of_change
 from posd.store.migrations import (
     OPEN_INDEX,
     OPEN_STATES,
@@ -79,10 +79,11 @@ def _sale(row: dict[str, Any]) -> Sale:
 class Store:
     """The daemon's database. Thread-safe: every method takes the store's lock."""
 
-    def __init__(self, db: Database, *, outbox: bool = True, path: str | None = None) -> None:
+    def __init__(self, db: Database, *, outputs: Outputs = Outputs(),  # noqa: B008 - frozen
+                 path: str | None = None) -> None:
         self._db = db
         self._lock = threading.RLock()
-        self._outbox = outbox
+        self._outputs = outputs
         self._path = path
         #: a second, read-only connection for /v1/health (``peek``): WAL lets it read while a
         #: sale's write-ahead commit (and its fsync) holds the main one, so health never waits
@@ -92,12 +93,14 @@ class Store:
         self._closed = False
 
     @classmethod
-    def open(cls, path: Path | str, *, outbox: bool = True) -> Store:
+    def open(cls, path: Path | str, *, outputs: Outputs = Outputs()) -> Store:  # noqa: B008
         """Open (creating if needed) and migrate. Raises StoreError when unusable.
 
-        ``outbox=False`` (a till with no ``hq.url``): final sales are not queued for HQ, so a
-        till that never syncs does not grow an outbox forever. Its sales stay in the store;
-        a till that starts syncing later sends what happens from then on.
+        ``outputs``: what a sale arriving in a final state brings with it, in the same
+        transaction (posd.core.effects): the receipts it prints, and whether it is queued
+        for HQ. ``Outputs(hq=False)`` (a till with no ``hq.url``): final sales are not queued,
+        so a till that never syncs does not grow an outbox forever. Its sales stay in the
+        store; a till that starts syncing later sends what happens from then on.
         """
         try:
             if isinstance(path, Path):
@@ -111,7 +114,7 @@ class Store:
             migrations.apply(db)
         except (sqlite3.Error, OSError) as err:
             raise StoreError(f"cannot open database {path}: {err}") from err
-        return cls(db, outbox=outbox, path=None if str(path) == ":memory:" else str(path))
+        return cls(db, outputs=outputs, path=None if str(path) == ":memory:" else str(path))
 
     def close(self) -> None:
         with self._lock:
@@ -196,7 +199,7 @@ class Store:
             sale_id = db.table("sales").insert(row).last_pk
             sale = _sale({**row, "id": sale_id})
             self._event(db, sale, None, detail)
-            self._outbox_if_final(db, sale)
+            self._write(db, of_change(None, sale, self._outputs))
             return sale, True
 
     def _check_order_free(self, db: Database, order_ref: str) -> None:
@@ -230,12 +233,15 @@ class Store:
         return int(db.execute("select value from counters where name = ?", [name]).fetchone()[0])
 
     def save(self, sale: Sale, action: Action | None = None, detail: str = "") -> Sale:
-        """Write the sale's new state with an event (and an outbox record when final)."""
+        """Write the sale's new state with an event and the change's effects (a receipt to
+        print, a record for HQ: posd.core.effects), all in one transaction."""
         with self._tx() as db:
-            row = _row(sale)
-            db.table("sales").update(sale.id, row)
+            found = db.execute("select state from sales where id = ?", [sale.id]).fetchone()
+            if found is None:
+                raise NotFoundError(f"no sale {sale.id}")
+            db.table("sales").update(sale.id, _row(sale))
             self._event(db, sale, action, detail)
-            self._outbox_if_final(db, sale)
+            self._write(db, of_change(State(found[0]), sale, self._outputs))
         return sale
 
     def _event(self, db: Database, sale: Sale, action: Action | None, detail: str) -> None:
@@ -245,19 +251,17 @@ class Store:
             "message": sale.message,
         })
 
-    def _outbox_if_final(self, db: Database, sale: Sale) -> None:
-        if not sale.final or not self._outbox:
-            return
-        db.table("outbox").insert(
-            {
-                "record_id": f"sale:{sale.out_trade_no}:{sale.state.value}",
-                "kind": "sale",
-                "payload": json.dumps(sale_record(sale), ensure_ascii=False),
-                "amount_fen": int(sale.amount),
-                "created_at": sale.updated_at,
-            },
-            ignore=True,  # the same final state recorded twice is one record
-        )
+    def _write(self, db: Database, effects: tuple[Effect, ...]) -> None:
+        for effect in effects:
+            match effect:
+                case PrintReceipt(job=job):
+                    self._insert_job(db, job)
+                case TellHq():
+                    db.table("outbox").insert({
+                        "record_id": effect.record_id, "kind": effect.kind,
+                        "payload": json.dumps(effect.payload, ensure_ascii=False),
+                        "amount_fen": effect.amount_fen, "created_at": effect.created_at,
+                    }, ignore=True)  # the same final state recorded twice is one record
 
     def get(self, sale_id: int) -> Sale:
         with self._read() as db:
@@ -308,16 +312,18 @@ class Store:
 
     def add_print_job(self, job: PrintJob) -> PrintJob | None:
         """Queue ``job``; None when a job with the same key was queued before."""
-        row = job.row()
         with self._tx() as db:
             if job.reprint and job.sale_id is not None and db.execute(
                     "select 1 from print_jobs where sale_id = ? and reprint = 1 and "
                     "state = 'queued' limit 1", [job.sale_id]).fetchone():
                 return None  # a reprint of it is already waiting for the printer
-            cursor = db.execute(
-                f"insert or ignore into print_jobs ({', '.join(row)}) "
-                f"values ({', '.join('?' for _ in row)})", list(row.values()))
-            return replace(job, id=int(cursor.lastrowid or 0)) if cursor.rowcount else None
+            return self._insert_job(db, job)
+
+    def _insert_job(self, db: Database, job: PrintJob) -> PrintJob | None:
+        row = job.row()
+        cursor = db.execute(f"insert or ignore into print_jobs ({', '.join(row)}) "
+                            f"values ({', '.join('?' for _ in row)})", list(row.values()))
+        return replace(job, id=int(cursor.lastrowid or 0)) if cursor.rowcount else None
 
     def update_print_job(self, job: PrintJob) -> None:
         with self._tx() as db:

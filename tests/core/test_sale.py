@@ -316,3 +316,20 @@ def test_invariants_hold_for_any_answer_sequence(steps: list) -> None:
             sent = max(sale.pay_sent_at or 0, sale.last_pay_at or 0)
             assert sale.next_at >= sent + WX.min_reverse_delay_s
     assert sale.final or (sale.next_action is not None and sale.next_at is not None)
+
+
+def test_the_rule_table_has_one_cell_for_every_phase_and_answer() -> None:
+    assert set(m.RULES) == {(phase, answer) for phase in m.Phase for answer in m.ANSWERS}
+    assert set(m.ChannelResult.__args__) == set(m.ANSWERS)  # type: ignore[attr-defined]
+    # A final state is never a phase's state: an answer cannot move a finished sale.
+    assert not set().union(*m.PHASE_STATES.values()) & m.FINAL
+
+
+def test_the_phase_is_the_question_the_answer_replies_to() -> None:
+    sale = paying(WX)
+    assert m.phase_of(sale, Action.PAY) is m.Phase.PAYING
+    reversing = m.cancel(sale, T0 + 1, WX)
+    assert m.phase_of(reversing, Action.REVERSE) is m.Phase.REVERSING
+    assert m.phase_of(reversing, Action.QUERY) is m.Phase.LATE
+    after = replace(reversing, next_action=Action.QUERY)
+    assert m.phase_of(after, Action.QUERY) is m.Phase.AFTER_WINDOW

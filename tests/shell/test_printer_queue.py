@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import queue
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
@@ -19,6 +20,7 @@ from posd.core import report
 from posd.channels.simulator import TestPki
 from posd.config import PrinterConfig, ReceiptConfig
 from posd.daemon import Daemon
+from posd.core.effects import Outputs
 from posd.core.money import Fen
 from posd.core.print_jobs import JobState, PrintJob, RetryPolicy, Status, receipt_job, report_job
 from posd.devices.printers import open_printer
@@ -38,7 +40,7 @@ FAST = RetryPolicy(base_s=0.05, max_s=0.2, receipt_expiry_s=600)
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.open(tmp_path / "posd.db")
+    store = Store.open(tmp_path / "posd.db", outputs=Outputs(printed_states(ReceiptConfig())))
     yield store
     store.close()
 
@@ -48,7 +50,7 @@ def add_sale(store: Store, state: State = State.PAID, amount: int = 1250) -> Sal
 
     def make(seq: int) -> Sale:
         return replace(template, out_trade_no=f"S001T01X{seq:06d}", state=state,
-                       amount=Fen(amount))
+                       amount=Fen(amount), updated_at=time.time())  # final just now
     sale, _ = store.create_sale(make, order_ref=None, idempotency_key=None)
     return sale
 
@@ -63,7 +65,7 @@ class Worker:
         self.printing = Printing(
             store, open_printer(config, io.StringIO(), 32), Paper(HEADER, receipt),
             policy=policy, poll_s=0.5, status_every_s=status_every_s,
-            states=printed_states(receipt), auto_print_at=auto_print_at,
+            auto_print_at=auto_print_at,
             on_attempt=self.attempts.put)
 
     def next(self) -> PrintJob:
@@ -97,18 +99,21 @@ def test_a_final_sale_is_queued_then_printed(store: Store, worker: Worker,
     assert health["last_printed_at"] is not None
 
 
-def test_the_listener_only_queues_and_never_twice(store: Store, closed_port: int) -> None:
-    worker = Worker(store, network(port=closed_port),
-                    receipt=ReceiptConfig(print_declined=False))  # not started: no worker
-    sale = add_sale(store)
-    worker.printing.on_sale(sale)
-    worker.printing.on_sale(sale)  # the engine may tell a final state more than once
-    worker.printing.on_sale(add_sale(store, State.DECLINED))
-    worker.printing.on_sale(add_sale(store, State.CANCELLED))
-    worker.printing.on_sale(replace(sale, state=State.CONFIRMING))
-    jobs = store.print_jobs(JobState.QUEUED)
-    assert [(j.sale_id, j.key) for j in jobs] == [(sale.id, f"receipt:{sale.id}:paid")]
-    assert store.get(sale.id) == sale  # printing never touches a sale
+def test_the_store_queues_a_receipt_with_the_final_state_once(tmp_path: Path) -> None:
+    receipts = printed_states(ReceiptConfig(print_declined=False))
+    store = Store.open(tmp_path / "posd.db", outputs=Outputs(receipts))
+    try:
+        sale = add_sale(store)
+        store.save(replace(sale, message="again"))  # a final sale saved again: no new job
+        add_sale(store, State.DECLINED)  # not printed under print_declined = false
+        add_sale(store, State.CANCELLED)  # never printed
+        jobs = store.print_jobs(JobState.QUEUED)
+        assert [(j.sale_id, j.key) for j in jobs] == [(sale.id, f"receipt:{sale.id}:paid")]
+        waiting = add_sale(store, State.PAYING)
+        store.save(replace(waiting, state=State.PAID))  # arriving in paid: queued then
+        assert [j.sale_id for j in store.print_jobs(JobState.QUEUED)] == [sale.id, waiting.id]
+    finally:
+        store.close()
 
 
 def test_out_of_paper_keeps_the_job_shows_it_and_prints_when_refilled(
@@ -196,17 +201,6 @@ def test_a_report_job_prints_the_business_days_figures(store: Store, worker: Wor
     text = "\n".join(fake_printer.next_job().texts)
     assert "Z-REPORT" in text and f"Business day          {day}" in text
     assert "Paid               1       12.50" in text and "Declined           1        3.00" in text
-
-
-def test_recover_queues_receipts_lost_in_a_crash_once(store: Store, closed_port: int) -> None:
-    worker = Worker(store, network(port=closed_port))
-    sale = add_sale(store)
-    now = worker.printing._clock()  # noqa: SLF001
-    store.save(replace(sale, created_at=now, updated_at=now))  # final just now, then a crash
-    assert worker.printing.recover() == 1
-    assert worker.printing.recover() == 0
-    worker.printing.on_sale(store.get(sale.id))  # the listener's own job is the same one
-    assert len(store.print_jobs(JobState.QUEUED)) == 1
 
 
 def test_an_idle_status_check_shows_paper_out_before_the_next_sale(

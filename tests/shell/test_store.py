@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from posd.core import sale as m
-from posd.core.errors import ConflictError, NotFoundError
+from posd.core.effects import Outputs
+from posd.core.errors import ConflictError, NotFoundError, StoreError
+from posd.core.print_jobs import JobState
 from posd.core.money import Fen
 from posd.core.sale import Action, State
 from posd.store import Store
@@ -81,6 +83,29 @@ def test_history_and_outbox_change_with_the_row(store: Store) -> None:
     store.save(paid, Action.PAY, "saved twice")  # the same final state is one record
     assert [e["state"] for e in store.events(a.id)] == ["awaiting_code", "paying", "paid", "paid"]
     assert store.outbox_backlog() == {"count": 1, "amount": 1250, "oldest_at": T0 + 1}
+
+
+def test_a_final_state_its_receipt_and_its_hq_record_commit_together(tmp_path: Path) -> None:
+    """The effects are written in the sale's own transaction: when one cannot be written
+    (here a trigger refuses the print job, as a full disk would), the state is not either,
+    and once it can, all three are there. Nothing is left for a restart to patch."""
+    store = Store.open(tmp_path / "posd.db", outputs=Outputs(frozenset({State.PAID})))
+    try:
+        a, _ = store.create_sale(make(), order_ref=None, idempotency_key=None)
+        paying = store.save(m.start_pay(a, "wechat", "1345…0001", T0, m.Policy()))
+        paid = m.on_result(paying, Action.PAY, m.Paid("42", Fen(1250)), T0 + 1, m.Policy())
+        store._db.execute("create trigger no_jobs before insert on print_jobs begin "  # noqa: SLF001
+                          "select raise(abort, 'disk full'); end")
+        with pytest.raises(StoreError, match="disk full"):
+            store.save(paid, Action.PAY, "paid 42")
+        assert store.get(a.id).state is State.PAYING
+        assert store.outbox_backlog()["count"] == 0
+        store._db.execute("drop trigger no_jobs")  # noqa: SLF001
+        store.save(paid, Action.PAY, "paid 42")
+        assert [j.key for j in store.print_jobs(JobState.QUEUED)] == [f"receipt:{a.id}:paid"]
+        assert store.outbox_backlog()["count"] == 1
+    finally:
+        store.close()
 
 
 def test_unfinished_lists_only_work_to_do(store: Store) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from posd.core.effects import Outputs
 from posd.core import sale as m
 from posd.core.money import Fen
 from posd.core.sale import State
@@ -135,7 +136,7 @@ def test_the_backlog_amount_is_money_that_moved(tmp_path: Path) -> None:
 
 
 def test_a_till_without_hq_writes_no_outbox(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "posd.db", outbox=False)
+    store = Store.open(tmp_path / "posd.db", outputs=Outputs(hq=False))
     sale = _final(store, State.PAID, 1250)
     assert store.get(sale.id).state is State.PAID
     assert store.outbox_backlog() == {"count": 0, "amount": 0, "oldest_at": None}
