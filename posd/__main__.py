@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: MIT
+"""`python -m posd`: the command line (posd.cli)."""
+
 from posd.cli import main
 
 raise SystemExit(main())

@@ -11,7 +11,8 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from posd.config import Config, read_secret
+from posd.config import Config
+from posd.config_base import read_secret
 from posd.core.errors import PosdError
 from posd.core import sale as sale_states
 from posd.core.money import parse_yuan

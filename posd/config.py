@@ -9,53 +9,35 @@ which the CLI exits 78 (EX_CONFIG) so systemd does not restart-loop.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
+import functools
 import os
-import stat
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    ConfigDict, Field, ValidationError, create_model, field_validator, model_validator,
+)
 
-from posd.core.codes import DEFAULT_RULES, PrefixRule
+from posd.channels import registry
+from posd.config_base import (
+    ChannelConfig, ConfigModel, Seconds, check_url, is_loopback_host, optional_path, read_secret,
+    secret_file_problem,
+)
+from posd.core.codes import PrefixRule
 from posd.core.errors import ConfigError
 from posd.core.framing import BYTE_TERMINATORS, IDLE, KEY_TERMINATORS
 from posd.logs import SECRETS
 
 DEFAULT_PATH = Path("/etc/posd/config.toml")
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _optional_path(value: object) -> object:
-    """TOML has no null: an empty string means "not set" for optional paths."""
-    return None if value == "" else value
+_Model = ConfigModel
+_optional_path = optional_path
+_check_url = check_url
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
-
-def _check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"must be an https:// URL, got {url!r}")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError("http:// is allowed only for 127.0.0.1 / localhost (TLS everywhere else)")
-    return url.rstrip("/")
-
-
-Seconds = Annotated[float, Field(gt=0, le=600)]
 
 
 class StoreConfig(_Model):
@@ -139,80 +121,47 @@ class ApiConfig(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
-class _Timeouts(_Model):
-    connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
-    read_timeout_s: float = Field(default=10.0, gt=0, le=120)
+@functools.cache
+def _sections_model(channels: tuple[tuple[str, type[ChannelConfig]], ...]) -> type[ConfigModel]:
+    fields: dict[str, Any] = {name: (model | None, None) for name, model in channels}
+    return create_model("Channels", __base__=ConfigModel, **fields)
 
 
-class WechatConfig(_Timeouts):
-    enabled: bool = True
-    base_url: str = "https://api.mch.weixin.qq.com"
-    appid: str = ""
-    mch_id: str = ""
-    api_key_file: Path | None = None
-    sign_type: Literal["HMAC-SHA256", "MD5"] = "HMAC-SHA256"
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    ca_file: Path | None = None
-    #: the till's own IP, sent as spbill_create_ip (WeChat requires it).
-    client_ip: str = "127.0.0.1"
+class ChannelsConfig(ConfigModel):
+    """``[channels.NAME]`` for each channel in the registry (posd.channels.registry): its
+    section is validated by that channel's own model; an unknown name is an error."""
 
-    _paths = field_validator("api_key_file", "cert_file", "key_file", "ca_file", mode="before")(
-        _optional_path
-    )
-    _url = field_validator("base_url")(_check_url)
+    model_config = ConfigDict(frozen=True, extra="allow")
 
-    @model_validator(mode="after")
-    def _required_when_enabled(self) -> WechatConfig:
-        if self.enabled:
-            missing = [
-                name
-                for name in ("appid", "mch_id", "api_key_file", "cert_file", "key_file")
-                if not getattr(self, name)
-            ]
-            if missing:
-                raise ValueError(f"enabled but missing: {', '.join(missing)}")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _by_registry(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        # One field per registered channel, so that an error names its path
+        # (channels.wechat.sign_type) and an unknown channel is an unknown key.
+        parsed = _sections_model(tuple((n, registry.get(n).config) for n in registry.names()))
+        found = parsed.model_validate(data)
+        return {name: getattr(found, name) for name in data}
 
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any: ...
 
-class AlipayConfig(_Timeouts):
-    enabled: bool = True
-    gateway_url: str = "https://openapi.alipay.com/gateway.do"
-    app_id: str = ""
-    app_private_key_file: Path | None = None
-    alipay_public_key_file: Path | None = None
-    ca_file: Path | None = None
+    def get(self, name: str) -> ChannelConfig | None:
+        """The section of channel ``name``, None when config.toml has none."""
+        extra = self.__pydantic_extra__ or {}
+        section = extra.get(name)
+        return section if isinstance(section, ChannelConfig) else None
 
-    _paths = field_validator(
-        "app_private_key_file", "alipay_public_key_file", "ca_file", mode="before"
-    )(_optional_path)
-    _url = field_validator("gateway_url")(_check_url)
-
-    @model_validator(mode="after")
-    def _required_when_enabled(self) -> AlipayConfig:
-        if self.enabled:
-            missing = [
-                name
-                for name in ("app_id", "app_private_key_file", "alipay_public_key_file")
-                if not getattr(self, name)
-            ]
-            if missing:
-                raise ValueError(f"enabled but missing: {', '.join(missing)}")
-        return self
-
-
-class ChannelsConfig(_Model):
-    wechat: WechatConfig | None = None
-    alipay: AlipayConfig | None = None
+    def sections(self) -> dict[str, ChannelConfig]:
+        """Every enabled channel's section, in the registry's order."""
+        found = {name: self.get(name) for name in registry.names()}
+        return {name: section for name, section in found.items()
+                if section is not None and section.enabled}
 
     @property
     def enabled(self) -> tuple[str, ...]:
-        names = []
-        if self.wechat is not None and self.wechat.enabled:
-            names.append("wechat")
-        if self.alipay is not None and self.alipay.enabled:
-            names.append("alipay")
-        return tuple(names)
+        return tuple(self.sections())
 
 
 class ScannerConfig(_Model):
@@ -379,7 +328,7 @@ class CodesConfig(_Model):
     @property
     def prefix_rules(self) -> tuple[PrefixRule, ...]:
         if self.rules is None:
-            return DEFAULT_RULES
+            return registry.code_rules()
         return tuple(
             PrefixRule(r.channel, r.prefixes, r.min_length, r.max_length) for r in self.rules
         )
@@ -416,7 +365,8 @@ class Config(_Model):
     @model_validator(mode="after")
     def _one_channel(self) -> Config:
         if not self.channels.enabled:
-            raise ValueError("no payment channel is enabled: set [channels.wechat] or [channels.alipay]")
+            names = " or ".join(f"[channels.{name}]" for name in registry.names())
+            raise ValueError(f"no payment channel is enabled: set {names}")
         return self
 
     @model_validator(mode="after")
@@ -498,11 +448,8 @@ def _secret_files(config: Config) -> list[tuple[str, Path | None]]:
     files: list[tuple[str, Path | None]] = [("api.token_file", config.api.token_file)]
     if config.api.tls_key_file is not None:
         files.append(("api.tls_key_file", config.api.tls_key_file))
-    if (wx := config.channels.wechat) is not None and wx.enabled:
-        files += [("channels.wechat.api_key_file", wx.api_key_file),
-                  ("channels.wechat.key_file", wx.key_file)]
-    if (ali := config.channels.alipay) is not None and ali.enabled:
-        files.append(("channels.alipay.app_private_key_file", ali.app_private_key_file))
+    for name, section in config.channels.sections().items():
+        files += [(f"channels.{name}.{key}", path) for key, path in section.secret_files()]
     if config.hq.url:
         files.append(("hq.token_file", config.hq.token_file))
         if config.hq.hmac_key_file is not None:
@@ -512,31 +459,11 @@ def _secret_files(config: Config) -> list[tuple[str, Path | None]]:
 
 def _public_files(config: Config) -> list[tuple[str, Path | None]]:
     files: list[tuple[str, Path | None]] = [("api.tls_cert_file", config.api.tls_cert_file)]
-    if (wx := config.channels.wechat) is not None and wx.enabled:
-        files += [("channels.wechat.cert_file", wx.cert_file), ("channels.wechat.ca_file", wx.ca_file)]
-    if (ali := config.channels.alipay) is not None and ali.enabled:
-        files += [("channels.alipay.alipay_public_key_file", ali.alipay_public_key_file),
-                  ("channels.alipay.ca_file", ali.ca_file)]
+    for name, section in config.channels.sections().items():
+        files += [(f"channels.{name}.{key}", path) for key, path in section.public_files()]
     if config.hq.url:
         files.append(("hq.ca_file", config.hq.ca_file))
     return [(key, path) for key, path in files if path is not None]
-
-
-def secret_file_problem(path: Path | None) -> str | None:
-    """Why a secret file is unusable, or None: it must exist and be private (0600 or 0400)."""
-    if path is None:
-        return "not set"
-    try:
-        info = path.stat()
-    except OSError as err:
-        return f"{path}: {err.strerror or err}"
-    except ValueError:  # an embedded NUL: no such file can exist
-        return f"{str(path)!r}: not a valid path"
-    if not stat.S_ISREG(info.st_mode):
-        return f"{path}: not a regular file"
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return f"{path}: readable by group/others (mode {stat.S_IMODE(info.st_mode):04o}); run chmod 600"
-    return None
 
 
 def check_files(config: Config) -> list[str]:
@@ -557,16 +484,3 @@ def read_api_token(config: Config) -> str:
     if len(token) < 16:
         raise ConfigError("api.token_file: the token must be at least 16 characters")
     return token
-
-
-def read_secret(path: Path | None, key: str) -> bytes:
-    """Read a secret file after checking its mode. The content is never logged."""
-    if (problem := secret_file_problem(path)) is not None:
-        raise ConfigError(f"{key}: {problem}")
-    assert path is not None  # secret_file_problem() returned None
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{key}: {path}: {err.strerror or err}") from err
-    SECRETS.add(data)  # the log redactor never shows it (posd.logs)
-    return data

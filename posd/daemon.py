@@ -16,7 +16,8 @@ from typing import TextIO
 
 from posd.core import receipt
 from posd.api import ApiServer, create_app
-from posd.channels import Channel
+from posd.channels import Channel, registry
+from posd.channels.spec import Till
 from posd.config import Config, read_api_token
 from posd.engine import Engine
 from posd.notify import Notifier, Watchdog
@@ -29,19 +30,15 @@ from posd.sync import SyncWorker
 log = logging.getLogger(__name__)
 
 
+def till_of(config: Config) -> Till:
+    return Till(config.store.id, config.store.terminal_id, config.store.name)
+
+
 def build_channels(config: Config) -> dict[str, Channel]:
-    channels: dict[str, Channel] = {}
-    if (wx := config.channels.wechat) is not None and wx.enabled:
-        from posd.channels.wechat import WechatPay
-
-        channels["wechat"] = WechatPay.from_config(
-            wx, device_info=config.store.terminal_id, body_prefix=config.store.name)
-    if (ali := config.channels.alipay) is not None and ali.enabled:
-        from posd.channels.alipay import Alipay
-
-        channels["alipay"] = Alipay.from_config(
-            ali, store_id=config.store.id, terminal_id=config.store.terminal_id)
-    return channels
+    """A client for every enabled ``[channels.NAME]``, made by its registered channel."""
+    till = till_of(config)
+    return {name: registry.get(name).connect(section, till)
+            for name, section in config.channels.sections().items()}
 
 
 def outputs_for(config: Config) -> Outputs:
@@ -54,7 +51,7 @@ def outputs_for(config: Config) -> Outputs:
 
 def header_for(config: Config) -> receipt.Header:
     return receipt.Header(config.store.name, config.store.id, config.store.terminal_id,
-                          config.store.address, config.store.tz)
+                          config.store.address, config.store.tz, registry.labels())
 
 
 @dataclass

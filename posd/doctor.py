@@ -31,18 +31,14 @@ from typing import Any
 from posd import config as configuration
 from posd.backup import BackupError, open_read_only
 from posd.config import Config
+from posd.checks import Check, Result, fail, ok, warn
 from posd.doctor_checks import (
-    Check,
-    Result,
     check_channels,
     check_clock,
     check_timezone,
     check_hq,
     check_printer,
     check_scanners,
-    fail,
-    ok,
-    warn,
 )
 from posd.core.errors import ConfigError, PosdError
 from posd.logs import redact

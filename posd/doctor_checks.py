@@ -8,65 +8,27 @@ Each opens what it checks for a moment and closes it again; none moves money or 
 from __future__ import annotations
 
 import contextlib
-import enum
 import grp
 import os
-import secrets
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from posd.config import Config, PrinterConfig, ScannerConfig, read_secret
+from posd.channels import registry
+from posd.channels.spec import Till
+from posd.checks import Check, fail, ok, skip, warn
+from posd.config import Config, PrinterConfig, ScannerConfig
+from posd.config_base import read_secret
 from posd.core.errors import ConfigError, DeviceError
-from posd.core.money import Fen
-from posd.core.sale import ChannelResult, NotFound, Unknown
 
 #: The clock may be this far from the servers' before posd doctor warns / fails.
 CLOCK_WARN_S, CLOCK_FAIL_S = 10.0, 120.0
-#: A merchant certificate expiring within this many days is a warning.
-CERT_WARN_DAYS = 30
-
-
-class Result(enum.StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One row of the table: what was checked, how it went, and what to do about it."""
-
-    name: str
-    result: Result
-    detail: str
-    fix: str = ""
-
-
-def ok(name: str, detail: str) -> Check:
-    return Check(name, Result.OK, detail)
-
-
-def warn(name: str, detail: str, fix: str) -> Check:
-    return Check(name, Result.WARN, detail, fix)
-
-
-def fail(name: str, detail: str, fix: str) -> Check:
-    return Check(name, Result.FAIL, detail, fix)
-
-
-def skip(name: str, detail: str) -> Check:
-    return Check(name, Result.SKIP, detail)
 
 
 def group_name(gid: int) -> str:
@@ -222,91 +184,12 @@ def _printer_fix(printer: PrinterConfig) -> str:
 # --- channels -----------------------------------------------------------------------------------
 
 
-def probe_trade_no() -> str:
-    """An out_trade_no posd never makes ('-' is not in its alphabet of store ids): 32 chars."""
-    return f"posd-doctor-{secrets.token_hex(10)}"
-
-
-def _verdict(name: str, result: ChannelResult, fix: str) -> Check:
-    if isinstance(result, NotFound):
-        return ok(name, "TLS and credentials work: a signed query for an order that does not "
-                  f"exist was answered, signed: {result.detail or 'no such order'}")
-    if isinstance(result, Unknown) and not result.may_have_arrived:
-        return fail(name, f"cannot connect: {result.detail}",
-                    "check the URL, DNS, the network/firewall and the CA bundle (ca_file)")
-    detail = result.detail if isinstance(result, Unknown) else repr(result)
-    return fail(name, f"the query was not answered as expected: {detail}", fix)
-
-
 def check_channels(config: Config) -> list[Check]:
-    checks = []
-    wx, ali = config.channels.wechat, config.channels.alipay
-    if wx is not None and wx.enabled:
-        checks.append(_wechat(config))
-        if wx.cert_file is not None and wx.key_file is not None:
-            checks.append(check_certificate("wechat certificate", wx.cert_file, wx.key_file))
-    if ali is not None and ali.enabled:
-        checks.append(_alipay(config))
-    return checks
-
-
-def _wechat(config: Config) -> Check:
-    from posd.channels.wechat import WechatPay
-
-    wx = config.channels.wechat
-    assert wx is not None  # check_channels() asked only for an enabled one
-    try:
-        client = WechatPay.from_config(wx, device_info=config.store.terminal_id)
-    except ConfigError as err:
-        return fail("wechat", str(err), "see docs/configuration.md, [channels.wechat]")
-    try:
-        result = client.query(probe_trade_no(), Fen(1))
-    finally:
-        client.close()
-    return _verdict("wechat", result, "a signature that does not verify or SIGNERROR: the "
-                    "APIv2 key in api_key_file is not the merchant's (pay.weixin.qq.com, API "
-                    "security); other errors: appid and mch_id must belong together")
-
-
-def _alipay(config: Config) -> Check:
-    from posd.channels.alipay import Alipay
-
-    ali = config.channels.alipay
-    assert ali is not None  # check_channels() asked only for an enabled one
-    try:
-        client = Alipay.from_config(ali, store_id=config.store.id,
-                                    terminal_id=config.store.terminal_id)
-    except ConfigError as err:
-        return fail("alipay", str(err), "see docs/alipay.md")
-    try:
-        result = client.query(probe_trade_no(), Fen(1))
-    finally:
-        client.close()
-    return _verdict("alipay", result, "invalid-signature (40002): app_private_key_file does "
-                    "not match the public key uploaded for app_id; an answer that does not "
-                    "verify: alipay_public_key_file must hold *Alipay's* public key")
-
-
-def check_certificate(name: str, cert_file: Path, key_file: Path) -> Check:
-    """The WeChat merchant certificate: parses, matches its key, not (nearly) expired."""
-    fix = "download a new API certificate (pay.weixin.qq.com, API security) into cert_file/key_file"
-    try:
-        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-        key = serialization.load_pem_private_key(
-            read_secret(key_file, "channels.wechat.key_file"), password=None)
-    except (OSError, ValueError, TypeError, ConfigError) as err:
-        return fail(name, f"cannot load {cert_file} / {key_file}: {err}", fix)
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if cert.public_key().public_bytes(der, public) != key.public_key().public_bytes(der, public):
-        return fail(name, f"{key_file} is not the key of {cert_file}", fix)
-    days = (cert.not_valid_after_utc - datetime.now(UTC)).days
-    detail = f"{cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
-    if days < 0:
-        return fail(name, f"expired: {detail}", fix)
-    if days < CERT_WARN_DAYS:
-        return warn(name, f"expires in {days} days: {detail}", fix)
-    return ok(name, detail)
+    """Each enabled channel's own rows (its package's ``doctor``): a signed probe query,
+    certificates."""
+    till = Till(config.store.id, config.store.terminal_id, config.store.name)
+    return [check for name, section in config.channels.sections().items()
+            for check in registry.get(name).doctor(section, till)]
 
 
 # --- clock and HQ ---------------------------------------------------------------------------------
@@ -314,11 +197,8 @@ def check_certificate(name: str, cert_file: Path, key_file: Path) -> Check:
 
 def _endpoints(config: Config) -> list[tuple[str, str | bool]]:
     """(URL, verify) of each server posd talks to, to read their clocks."""
-    found: list[tuple[str, str | bool]] = []
-    if (wx := config.channels.wechat) is not None and wx.enabled:
-        found.append((wx.base_url + "/", str(wx.ca_file) if wx.ca_file else True))
-    if (ali := config.channels.alipay) is not None and ali.enabled:
-        found.append((ali.gateway_url, str(ali.ca_file) if ali.ca_file else True))
+    found = [endpoint for section in config.channels.sections().values()
+             if (endpoint := section.endpoint()) is not None]
     if config.hq.url:
         found.append((config.hq.url + "/v1/health",
                       str(config.hq.ca_file) if config.hq.ca_file else True))

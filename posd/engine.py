@@ -24,8 +24,8 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from posd.core import sale as machine
-from posd.channels import Channel
-from posd.core.codes import CHANNEL_LABELS, DoubleReadFilter, mask, route
+from posd.channels import Channel, registry
+from posd.core.codes import DoubleReadFilter, mask, route
 from posd.config import Config
 from posd.core.errors import CodeError, InputError, StoreError, UnavailableError
 from posd.core.money import check_fen
@@ -51,10 +51,10 @@ class ScanOutcome:
 
 
 def policies_for(config: Config) -> dict[str, Policy]:
-    """Per-channel timing from config."""
-    policies = {"wechat": machine.WECHAT_POLICY, "alipay": machine.ALIPAY_POLICY}
+    """Per-channel timing: each registered channel's policy, with config's overrides."""
     found = {}
-    for name, policy in policies.items():
+    for name in registry.names():
+        policy = registry.get(name).policy
         policy = replace(policy, deadline_s=config.payment.deadline_s)
         if config.payment.query_intervals_s:
             policy = replace(policy, query_intervals_s=config.payment.query_intervals_s)
@@ -103,6 +103,7 @@ class Engine:
         self._listeners: list[Listener] = []
         self._health_probes: dict[str, Callable[[], dict[str, Any]]] = {}
         self._double_reads = DoubleReadFilter(config.payment.debounce_s)
+        self._labels = registry.english_labels()
         self._last_scan: dict[str, Any] | None = None
         self._scheduler: BackgroundScheduler | None = None
 
@@ -192,7 +193,8 @@ class Engine:
         fen = check_fen(amount)
         channel = None
         if auth_code is not None:
-            channel = route(auth_code, self._channels, self._config.codes.prefix_rules)
+            channel = route(auth_code, self._channels, self._config.codes.prefix_rules,
+                            self._labels)
         subject = subject or self._config.store.name
         if order_ref is not None and not 0 < len(order_ref) <= 64:
             raise InputError("order_ref must be 1 to 64 characters")
@@ -299,7 +301,7 @@ class Engine:
         if time.monotonic() - read_at > self._config.payment.max_code_age_s:
             return ScanOutcome(False, "the code was read too long ago; scan it again")
         try:
-            channel = route(code, self._channels, self._config.codes.prefix_rules)
+            channel = route(code, self._channels, self._config.codes.prefix_rules, self._labels)
         except CodeError as err:
             return ScanOutcome(False, str(err))
         if self._stopping.is_set():
@@ -312,11 +314,11 @@ class Engine:
                 return ScanOutcome(False, target)
             now = self._clock()
             sale = machine.start_pay(target, channel, mask(code), now, self._policies[channel])
-            sale = self._store.save(sale, None, f"code scanned ({CHANNEL_LABELS[channel]})")
+            sale = self._store.save(sale, None, f"code scanned ({self._labels.get(channel, channel)})")
             self._cond.notify_all()
         self._spawn(sale.id, code)
         self._notify(sale)
-        return ScanOutcome(True, f"paying sale {sale.id} with {CHANNEL_LABELS[channel]}", sale)
+        return ScanOutcome(True, f"paying sale {sale.id} with {self._labels.get(channel, channel)}", sale)
 
     # --- workers -------------------------------------------------------------------------
 

@@ -9,14 +9,14 @@ that rewrites each record -- message, traceback, stack -- before any formatter s
 - a run of 16-24 digits that starts with a payment-code prefix (``posd.core.codes.DEFAULT_RULES``)
   and is not glued to a letter or digit on its left becomes ``1345…0001``. The left edge
   keeps ``out_trade_no`` (store + terminal + digits, e.g. ``S001T1…``) readable;
-- every secret posd has read (``config.read_secret`` and ``config.load`` register them in
+- every secret posd has read (``config_base.read_secret`` and ``config.load`` register them in
   :data:`SECRETS`) becomes ``[secret]``; for a PEM or base64 key, each of its lines too.
 
 Handler filters, not logger filters: a logger's filters do not see records that propagate
 up from child loggers (``logging`` docs, "Filter Objects"); a handler's see all of them.
 
 :data:`SECRETS` is process-wide on purpose: secrets enter the process through one function
-(``config.read_secret``) in whichever module needs them, and the handlers must know all of
+(``config_base.read_secret``) in whichever module needs them, and the handlers must know all of
 them; threading a registry through every constructor would be the same global, hidden.
 """
 

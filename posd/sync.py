@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from posd.config import Config, read_secret
+from posd.config import Config
+from posd.config_base import read_secret
 from posd.core.errors import ConfigError, StoreError
 from posd.hq.client import (
     HqAuthError,

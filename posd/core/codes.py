@@ -8,12 +8,21 @@ starting 62. Prefix tables drift, so they are configurable (``[[codes.rules]]``)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from posd.core.errors import CodeError
 
-CHANNEL_LABELS = {"wechat": "WeChat Pay", "alipay": "Alipay", "unionpay": "UnionPay"}
+#: What receipts, reports and the cashier call each known channel: (English, Chinese). A
+#: channel package names itself from here (posd.channels.NAME's spec); UnionPay is known so
+#: that a cashier hears which app a code is from, though posd does not take it yet.
+CHANNEL_NAMES: Mapping[str, tuple[str, str]] = {
+    "wechat": ("WeChat Pay", "微信支付"),
+    "alipay": ("Alipay", "支付宝"),
+    "unionpay": ("UnionPay", "云闪付"),
+}
+#: English names only (logs and the cashier's messages).
+CHANNEL_LABELS: Mapping[str, str] = {name: en for name, (en, _) in CHANNEL_NAMES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +38,15 @@ class PrefixRule:
         return self.min_length <= len(code) <= self.max_length and code.startswith(self.prefixes)
 
 
-DEFAULT_RULES: tuple[PrefixRule, ...] = (
+WECHAT_RULES: tuple[PrefixRule, ...] = (
     PrefixRule("wechat", ("10", "11", "12", "13", "14", "15"), 18, 18),
-    PrefixRule("alipay", ("25", "26", "27", "28", "29", "30"), 16, 24),
-    PrefixRule("unionpay", ("62",), 19, 19),
 )
+ALIPAY_RULES: tuple[PrefixRule, ...] = (
+    PrefixRule("alipay", ("25", "26", "27", "28", "29", "30"), 16, 24),
+)
+#: Codes of channels posd recognises but does not take.
+OTHER_RULES: tuple[PrefixRule, ...] = (PrefixRule("unionpay", ("62",), 19, 19),)
+DEFAULT_RULES: tuple[PrefixRule, ...] = WECHAT_RULES + ALIPAY_RULES + OTHER_RULES
 
 
 def _ascii_digits(text: str) -> bool:
@@ -78,11 +91,12 @@ def classify(code: str, rules: Iterable[PrefixRule] = DEFAULT_RULES) -> str:
     )
 
 
-def route(code: str, enabled: Iterable[str], rules: Iterable[PrefixRule] = DEFAULT_RULES) -> str:
+def route(code: str, enabled: Iterable[str], rules: Iterable[PrefixRule] = DEFAULT_RULES,
+          labels: Mapping[str, str] = CHANNEL_LABELS) -> str:
     """Classify ``code`` and refuse it unless its channel is enabled at this store."""
     channel = classify(code, rules)
     if channel not in set(enabled):
-        label = CHANNEL_LABELS.get(channel, channel)
+        label = labels.get(channel, channel)
         raise CodeError(f"{label} is not accepted at this till: ask the customer to pay another way")
     return channel
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Literal
 
 from posd.core.zones import BEIJING
-from posd.core.codes import CHANNEL_LABELS
+from posd.core.codes import CHANNEL_NAMES
 from posd.core.layout import Element, Line, Qr, as_text, centred, pair, rule, title_size, wrap
 from posd.core.layout import width as width
 from posd.core.money import Fen, format_yuan
@@ -41,8 +41,6 @@ _ZH_TITLES = {
     State.CANCELLED: "已取消",
     State.NEEDS_ATTENTION: "需人工核实",
 }
-
-_ZH_CHANNELS = {"wechat": "微信支付", "alipay": "支付宝", "unionpay": "云闪付"}
 
 WORDS: Mapping[Language, Mapping[str, str]] = {
     "en": {
@@ -68,6 +66,8 @@ class Header:
     address: str = ""
     #: ``store.timezone``: the zone every printed time is in
     tz: tzinfo = BEIJING
+    #: channel name -> (English, Chinese) label (the registry's, posd.channels.registry)
+    channels: Mapping[str, tuple[str, str]] = field(default_factory=lambda: CHANNEL_NAMES)
 
 
 def money(fen: Fen, language: Language) -> str:
@@ -75,11 +75,13 @@ def money(fen: Fen, language: Language) -> str:
     return f"CNY {format_yuan(fen)}" if language == "en" else f"￥{format_yuan(fen)}"
 
 
-def channel_label(channel: str | None, language: Language) -> str:
+def channel_label(channel: str | None, language: Language,
+                  names: Mapping[str, tuple[str, str]] = CHANNEL_NAMES) -> str:
     if not channel:
         return "-"
-    labels = CHANNEL_LABELS if language == "en" else _ZH_CHANNELS
-    return labels.get(channel, channel)
+    if (found := names.get(channel)) is None:
+        return channel
+    return found[0] if language == "en" else found[1]
 
 
 def state_title(state: State, language: Language) -> str:
@@ -150,7 +152,7 @@ def _labelled(label: str, value: str, columns: int) -> list[Element]:
 def _details(sale: Sale, header: Header, words: Mapping[str, str], language: Language,
              columns: int) -> list[Element]:
     out: list[Element] = [
-        *pair(words["channel"], channel_label(sale.channel, language), columns),
+        *pair(words["channel"], channel_label(sale.channel, language, header.channels), columns),
         *pair(words["payer"], sale.auth_code_masked or "-", columns),
         *pair(words["till"], f"{header.store_id}/{header.terminal_id}", columns),
         *pair(words["time"], local_time(sale.paid_at or sale.updated_at, header.tz), columns),

@@ -277,8 +277,8 @@ def _figures(tally: Tally, language: Language) -> str:
 
 
 def _channel_block(totals: ChannelTotals, words: Mapping[str, str], language: Language,
-                   columns: int) -> list[Element]:
-    label = words.get(totals.channel) or receipt.channel_label(totals.channel, language)
+                   columns: int, names: Mapping[str, tuple[str, str]]) -> list[Element]:
+    label = words.get(totals.channel) or receipt.channel_label(totals.channel, language, names)
     out: list[Element] = [Line(label, bold=True)]
     for name in BUCKETS:
         tally: Tally = getattr(totals, name)
@@ -289,11 +289,11 @@ def _channel_block(totals: ChannelTotals, words: Mapping[str, str], language: La
 
 
 def _attention_block(report: DailyReport, words: Mapping[str, str], language: Language,
-                     columns: int) -> list[Element]:
+                     columns: int, names: Mapping[str, tuple[str, str]]) -> list[Element]:
     count = str(len(report.attention)) if report.attention else words["nothing"]
     out: list[Element] = [*pair(words["attention"], count, columns, bold=True)]
     for sale in report.attention:
-        left = f"{words['sale']} {sale.id} {receipt.channel_label(sale.channel, language)}"
+        left = f"{words['sale']} {sale.id} {receipt.channel_label(sale.channel, language, names)}"
         out += pair(left, receipt.money(sale.amount, language), columns)
         out.append(Line(sale.out_trade_no, "right"))
     return out
@@ -319,8 +319,9 @@ def elements(report: DailyReport, header: Header, *, tz: tzinfo | None, columns:
     if printed_at is not None:
         out += pair(words["printed"], _stamp(printed_at, tz), columns)
     for totals in (*report.channels, report.total):
-        out += [rule(columns), *_channel_block(totals, words, language, columns)]
-    out += [rule(columns), *_attention_block(report, words, language, columns), Line()]
+        out += [rule(columns), *_channel_block(totals, words, language, columns, header.channels)]
+    out += [rule(columns), *_attention_block(report, words, language, columns, header.channels),
+            Line()]
     return out
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from posd.channels import registry
 from posd.core import receipt, report
 from posd.config import Config, ReceiptConfig
 from posd.core.errors import DeviceError, InputError, NotFoundError
@@ -67,7 +68,8 @@ class Paper:
     def from_config(cls, config: Config, tz: tzinfo | None = None) -> Paper:
         store = config.store
         tz = tz or store.tz
-        header = receipt.Header(store.name, store.id, store.terminal_id, store.address, tz)
+        header = receipt.Header(store.name, store.id, store.terminal_id, store.address, tz,
+                                registry.labels())
         return cls(header, config.receipt, config.report.business_day_cutoff_hour, tz)
 
     @property

@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from posd.config import read_secret
+from posd.config_base import read_secret
 from posd.core.errors import ConfigError
 from posd.core import hq_protocol as protocol
 from posd.listen import listen_socket

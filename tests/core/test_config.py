@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from posd import config
+from posd.channels import registry
 from posd.cli import main
 from posd.core.errors import ConfigError
 
@@ -48,10 +49,11 @@ def test_example_config_is_valid_and_documents_every_section() -> None:
 
 def test_every_model_key_appears_in_the_example() -> None:
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    for section in (config.StoreConfig, config.PaymentConfig, config.ApiConfig,
-                    config.WechatConfig, config.AlipayConfig, config.ScannerConfig,
-                    config.PrinterConfig, config.HqConfig, config.DatabaseConfig,
-                    config.ReceiptConfig, config.ReportConfig, config.LogConfig):
+    channels = [registry.get(name).config for name in registry.names()]
+    for section in (config.StoreConfig, config.PaymentConfig, config.ApiConfig, *channels,
+                    config.ScannerConfig, config.PrinterConfig, config.HqConfig,
+                    config.DatabaseConfig, config.ReceiptConfig, config.ReportConfig,
+                    config.LogConfig):
         for key in section.model_fields:
             assert f"{key} =" in text, f"{section.__name__}.{key} is not documented"
 

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from posd import config
+from posd.channels import registry
 from posd.core.errors import ConfigError
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
@@ -83,6 +84,10 @@ def _sections(model: type[BaseModel]) -> dict[str, list[str]]:
 
 
 SECTIONS = _sections(config.Config)
+# [channels] has one table per registered channel, each its channel's own model.
+SECTIONS["channels"] = list(registry.names())
+for _name in registry.names():
+    SECTIONS[f"channels.{_name}"] = list(registry.get(_name).config.model_fields)
 
 scalars = st.one_of(
     st.text(max_size=30), st.integers(), st.integers(min_value=-(2**70), max_value=2**70),

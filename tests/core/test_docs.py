@@ -36,3 +36,11 @@ def test_readme_opens_with_the_two_commands() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     head = text[:1500]
     assert "make demo" in head and "make test" in head
+
+
+def test_every_module_opens_with_what_it_is_for() -> None:
+    import ast
+
+    missing = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "posd").rglob("*.py"))
+               if not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))]
+    assert not missing, f"modules without a docstring: {missing}"

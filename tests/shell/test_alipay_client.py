@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""posd.channels.alipay against scripted loopback servers: real HTTP(S), real sockets, no mocks.
+"""posd.channels.alipay.client against scripted loopback servers: real HTTP(S), real sockets, no mocks.
 
 Answers are written and signed with alipay_wire and a test "Alipay" key, as Alipay would send
 them; requests are checked with the test app's public key.
@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from posd.channels import Channel
 from posd.core import alipay_codes as codes
 from posd.core import alipay_wire as wire
-from posd.channels.alipay import BEIJING, CANCEL, PAY, QUERY, Alipay
+from posd.channels.alipay.client import BEIJING, CANCEL, PAY, QUERY, Alipay
 from posd.channels.simulator import TestPki
-from posd.channels.simulator.alipay_keys import private_pem, write_private
-from posd.config import AlipayConfig
+from posd.channels.alipay.sandbox_keys import private_pem, write_private
+from posd.channels.alipay.config import AlipayConfig
 from posd.core.errors import ConfigError
 from posd.core.money import Fen
 from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Refused, Unknown

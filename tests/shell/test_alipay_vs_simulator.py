@@ -27,7 +27,7 @@ from alipay import AliPay
 from posd import config as config_mod
 from posd import demo
 from posd.core import alipay_wire as wire
-from posd.channels.alipay import BEIJING, Alipay
+from posd.channels.alipay.client import BEIJING, Alipay
 from posd.channels.simulator import (
     AlipayKeys,
     FaultKind,
@@ -36,7 +36,7 @@ from posd.channels.simulator import (
     WechatSandbox,
     make_alipay_keys,
 )
-from posd.config import AlipayConfig
+from posd.channels.alipay.config import AlipayConfig
 from posd.daemon import Daemon
 from posd.core.money import Fen
 from posd.core.sale import Closed, Declined, NotFound, Paid, Pending, Refused, State, Unknown

@@ -33,6 +33,7 @@ from posd.daemon import build_channels
 from posd.engine import Engine
 from posd.core.sale import Policy, Sale
 from posd.store import Store
+from tests.waiting import wait_until_final
 from tests.shell.scripted_channel import ScriptedChannel
 
 TOKEN = "test-token-5b0c6a3e9f1d2c47"
@@ -102,12 +103,7 @@ class Till:
 
     def settle(self, sale: dict[str, Any]) -> dict[str, Any]:
         """Follow the sale with long-polls until it is final."""
-        for _ in range(20):
-            if sale["final"]:
-                return sale
-            sale = self.get(f"/v1/sales/{sale['id']}",
-                            params={"wait": 10, "seen_state": sale["state"]}).json()
-        raise AssertionError(f"sale never became final: {sale}")
+        return wait_until_final(self.url, sale, token=TOKEN, verify=self.http.verify)
 
     def stop_engine(self) -> None:
         self.engine.stop(timeout=5)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pytest
 
 from posd.channels import Channel
-from posd.channels.alipay import Alipay
+from posd.channels.alipay.client import Alipay
 from posd.channels.simulator import TestPki
-from posd.channels.wechat import WechatPay
+from posd.channels.wechat.client import WechatPay
 from posd.core.sale import ChannelResult, Paid, Unknown
 from tests.shell import test_alipay_client as ali
 from tests.shell import test_wechat_client as wx

@@ -31,6 +31,7 @@ import pytest
 import requests
 
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki
+from tests.waiting import wait_until_up
 from tests.sandbox import make_config, start_simulator, to_toml
 
 pytestmark = pytest.mark.slow
@@ -57,15 +58,8 @@ class Daemon:
                 [sys.executable, "-m", "posd", "run", "-c", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"posd exited: {self.log.read_text()[-2000:]}"
-            try:
-                if requests.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                threading.Event().wait(0.05)  # the daemon is still starting: nothing to wait on
-        raise AssertionError("posd did not become ready in 20 s")
+        wait_until_up(self.url, self.proc, timeout=20,
+                      output=lambda: self.log.read_text()[-2000:])
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.waiting import wait_until_up
+
 ROOT = Path(__file__).parents[2]
 PAID = "134567891234560000"  # any other ending: paid at once (DESIGN §5)
 NOT_ENOUGH = "134567891234560003"  # insufficient balance: declined
@@ -74,22 +76,9 @@ class Demo:
         return self.out.read_text(encoding="utf-8", errors="replace")
 
     def wait_ready(self, port: int) -> dict[str, Any]:
-        """Poll /v1/health until it answers 200; between tries, wait on the child itself."""
-        assert self.proc is not None
-        deadline = time.monotonic() + READY_S
-        while time.monotonic() < deadline:
-            try:
-                r = requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)
-                if r.status_code == 200:
-                    return dict(r.json())
-            except requests.ConnectionError:
-                pass  # not listening yet
-            try:
-                code = self.proc.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                continue
-            raise AssertionError(f"posd demo exited with {code}:\n{self.output()}")
-        raise AssertionError(f"posd demo not ready in {READY_S:g} s:\n{self.output()}")
+        """/v1/health's JSON once it answers; fails at once if the demo exits."""
+        return wait_until_up(f"http://127.0.0.1:{port}", self.proc, timeout=READY_S,
+                             output=self.output)
 
     def terminate(self) -> int:
         assert self.proc is not None

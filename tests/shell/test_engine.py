@@ -29,6 +29,7 @@ from posd.core.errors import CodeError, ConflictError
 from posd.core.money import Fen
 from posd.core.sale import Action, Sale, State
 from posd.store import Store
+from tests.waiting import engine_final
 from tests.sandbox import FAST, FAST_ALIPAY, MIN_REVERSE, config, make_config, start_simulator
 
 #: + 5 digits; the last four pick the simulator's behaviour (Alipay: 18 digits too, 25-30)
@@ -80,12 +81,7 @@ class Harness:
         return self.engine
 
     def settle(self, sale_id: int, timeout: float = 20.0) -> Sale:
-        deadline = time.monotonic() + timeout
-        sale = self.engine.get(sale_id)
-        while not sale.final and time.monotonic() < deadline:
-            sale = self.engine.wait_for_change(sale_id, sale.updated_at, deadline - time.monotonic())
-        assert sale.final, f"sale {sale_id} still {sale.state} after {timeout} s"
-        return sale
+        return engine_final(self.engine, sale_id, timeout)
 
 
 @pytest.fixture(name="h")

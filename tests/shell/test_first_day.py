@@ -25,7 +25,8 @@ from posd.core import receipt
 from posd.core import sale as m
 from posd.core.codes import PrefixRule
 from posd.config import Config
-from posd.doctor_checks import Result, check_timezone
+from posd.checks import Result
+from posd.doctor_checks import check_timezone
 from posd.core.errors import AmountError, InputError
 from posd.hq.client import HqClient, HqProtocolError, HqUnavailable
 from posd.core.money import Fen, parse_yuan

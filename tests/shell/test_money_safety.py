@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from posd.core import sale as m
-from posd.channels.alipay import Alipay
+from posd.channels.alipay.client import Alipay
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki
 from posd.core.money import Fen
 from posd.core.sale import State
@@ -130,7 +130,7 @@ def test_an_alipay_answer_with_an_escaped_slash_verifies(sim: Simulator, pki: Te
 def test_the_slash_fault_really_escapes_and_signs_unescaped(sim: Simulator) -> None:
     """The fault is what Alipay does: "\\/" on the wire, a signature only over "/"."""
     from posd.core import alipay_wire as wire
-    from posd.channels.simulator.alipay import SLASH_STORE_NAME
+    from posd.channels.alipay.simulator import SLASH_STORE_NAME
 
     fields = {"code": "10000", "msg": "Success", "store_name": SLASH_STORE_NAME}
     assert sim.alipay is not None

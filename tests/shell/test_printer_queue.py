@@ -27,6 +27,7 @@ from posd.devices.printers import open_printer
 from posd.devices.print_queue import Paper, Printing, load_report, printed_states
 from posd.core.sale import Sale, State
 from posd.store import Store
+from tests.waiting import wait_until_final
 from tests.core.test_receipt import HEADER, paid
 from tests.sandbox import config as validate
 from tests.sandbox import make_config, start_simulator
@@ -249,8 +250,7 @@ PAID_CODE = "134567890123456789"
 def _pay(url: str) -> dict[str, object]:
     created = requests.post(f"{url}/v1/sales", json={"amount": 1250, "auth_code": PAID_CODE},
                             headers=TOKEN, timeout=10).json()
-    sale = requests.get(f"{url}/v1/sales/{created['id']}", params={"wait": 10},
-                        headers=TOKEN, timeout=15).json()
+    sale = wait_until_final(url, created)
     assert sale["state"] == "paid", sale
     return sale  # type: ignore[no-any-return]
 

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from posd import logs
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki
 from posd.core.codes import mask
 from posd.logs import HIDDEN, SECRETS, Redactor, SecretRegistry, redact
+from tests.waiting import wait_until_final, wait_until_up
 from tests.sandbox import WECHAT, make_config, start_simulator, to_toml
 
 TOKEN = "test-token-0123456789abcdef"
@@ -260,18 +260,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    starting = threading.Event()  # never set: a pause with nothing to wait on (test_crash.py)
-    for _ in range(400):
-        assert proc.poll() is None, "posd exited"
-        try:
-            requests.get(f"{url}/v1/health", timeout=1).raise_for_status()
-            return
-        except requests.ConnectionError:
-            starting.wait(0.05)
-    raise AssertionError("posd did not start")
-
-
 def post(url: str, body: dict[str, object]) -> dict[str, object]:
     r = requests.post(f"{url}/v1/sales", json=body, timeout=10,
                       headers={"Authorization": f"Bearer {TOKEN}"})
@@ -280,9 +268,4 @@ def post(url: str, body: dict[str, object]) -> dict[str, object]:
 
 
 def final(url: str, sale_id: object) -> dict[str, object]:
-    for _ in range(6):
-        sale = requests.get(f"{url}/v1/sales/{sale_id}", params={"wait": 5}, timeout=10,
-                            headers={"Authorization": f"Bearer {TOKEN}"}).json()
-        if sale["final"]:
-            return dict(sale)
-    raise AssertionError(f"sale {sale_id} not final")
+    return wait_until_final(url, int(str(sale_id)), token=TOKEN)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from posd.core import framing
 from posd.channels.simulator import Simulator, TestPki
-from posd.channels.wechat import WechatPay
+from posd.channels.wechat.client import WechatPay
 from posd.config import ScannerConfig
 from posd.engine import Engine
 from posd.core.errors import DeviceError

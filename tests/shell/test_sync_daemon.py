@@ -9,6 +9,7 @@ import requests
 
 from posd.channels.simulator import TestPki
 from posd.daemon import Daemon
+from tests.waiting import wait_until_final
 from tests.hq_fixtures import TOKEN as HQ_TOKEN
 from tests.hq_fixtures import start_hq, write_secret
 from tests.sandbox import config as validate
@@ -30,8 +31,7 @@ def test_a_paid_sale_reaches_hq_at_once_and_health_shows_sync(tmp_path: Path,
         url = f"http://127.0.0.1:{daemon.api.port}"
         created = requests.post(f"{url}/v1/sales", json={"amount": 1250, "auth_code": PAID_CODE},
                                 headers=API, timeout=10).json()
-        sale = requests.get(f"{url}/v1/sales/{created['id']}", params={"wait": 10},
-                            headers=API, timeout=15).json()
+        sale = wait_until_final(url, created)
         assert sale["state"] == "paid", sale
         assert daemon.sync is not None
         assert daemon.sync.wait_for(lambda s: s.pushed >= 1, timeout=10).pushed == 1

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""posd.channels.wechat against scripted loopback servers: real HTTP(S), real sockets, no mocks.
+"""posd.channels.wechat.client against scripted loopback servers: real HTTP(S), real sockets, no mocks.
 
 Answers are built and signed with wechat_wire and a test key, as WeChat would send them.
 """
@@ -16,8 +16,8 @@ import pytest
 from posd.channels import Channel
 from posd.core import wechat_wire as wire
 from posd.channels.simulator import TestPki
-from posd.channels.wechat import MICROPAY_ERRORS, REVERSE_ERRORS, TRADE_STATES, WechatPay
-from posd.config import WechatConfig
+from posd.channels.wechat.client import MICROPAY_ERRORS, REVERSE_ERRORS, TRADE_STATES, WechatPay
+from posd.channels.wechat.config import WechatConfig
 from posd.core.errors import ConfigError
 from posd.core.money import Fen
 from posd.core.sale import (

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from posd.channels.simulator import FaultKind, Simulator, TestPki, WechatSandbox
-from posd.channels.wechat import WechatPay
-from posd.config import WechatConfig
+from posd.channels.wechat.client import WechatPay
+from posd.channels.wechat.config import WechatConfig
 from posd.core.money import Fen
 from posd.core.sale import Closed, Declined, NotFound, Paid, Pending, Unknown
 from tests.sandbox import Clock

@@ -18,18 +18,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from posd.channels.simulator.faults import parse_fault
+from posd.channels.simulator.faults import FaultKind, parse_fault
 from posd.channels.simulator.ledger import Outcome, Trade, Violation
-
-if TYPE_CHECKING:
-    from posd.channels.simulator.server import Simulator
 
 Answer = tuple[int, dict[str, object]]
 
 
-def handle_control(sim: Simulator, method: str, path: str, body: bytes) -> Answer:
+class Controlled(Protocol):
+    """What the control endpoints ask of the simulator (``server.Simulator`` is one): the
+    server imports this module, never the other way round."""
+
+    def describe(self) -> dict[str, object]: ...
+    def ledger(self) -> list[dict[str, object]]: ...
+    def calls(self) -> dict[str, dict[str, dict[str, int]]]: ...
+    def violations(self) -> list[dict[str, object]]: ...
+    def faults(self) -> list[dict[str, object]]: ...
+    def add_fault(self, kind: FaultKind | str, *, path: str = "*", count: int = 1,
+                  seconds: float | None = None, process: bool = True) -> None: ...
+    def script(self, auth_code: str, outcome: Outcome | str, *,
+               confirm_delay_s: float | None = None, reverse_retries: int = 2) -> None: ...
+    def reset(self) -> None: ...
+
+
+def handle_control(sim: Controlled, method: str, path: str, body: bytes) -> Answer:
     """Answer one control request: (HTTP status, JSON-able payload)."""
     route = (method, path.rstrip("/"))
     try:
@@ -67,7 +80,7 @@ def _json_object(body: bytes) -> Mapping[str, object]:
     return payload
 
 
-def _add_fault(sim: Simulator, payload: Mapping[str, object]) -> dict[str, object]:
+def _add_fault(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object]:
     fault, count = parse_fault(payload)
     sim.add_fault(
         fault.kind, path=fault.path, count=count, seconds=fault.seconds, process=fault.process
@@ -75,7 +88,7 @@ def _add_fault(sim: Simulator, payload: Mapping[str, object]) -> dict[str, objec
     return {"ok": True, "fault": {**fault.to_json(), "count": count}}
 
 
-def _script(sim: Simulator, payload: Mapping[str, object]) -> dict[str, object]:
+def _script(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object]:
     unknown = set(payload) - {"auth_code", "outcome", "confirm_delay_s", "reverse_retries"}
     if unknown:
         raise ValueError(f"unknown script field(s): {', '.join(sorted(unknown))}")

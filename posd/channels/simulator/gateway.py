@@ -10,8 +10,12 @@ gateway through :meth:`Gateway.tamper`, because only it knows how its answers ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from posd.channels.simulator.ledger import Ledger
 
 Tamper = Literal["badsign", "wrong_trade", "slash"]
 
@@ -58,3 +62,16 @@ class Gateway(Protocol):
     def tamper(self, reply: Reply, kind: Tamper) -> Reply:
         """``reply`` with a wrong signature, or about another trade (still validly signed)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorContext:
+    """What the simulator gives a channel's gateway factory (``ChannelSpec.simulate``): the
+    shared ledger and clock, and the server's settings a gateway may follow."""
+
+    ledger: Ledger
+    clock: Callable[[], float]
+    #: over HTTPS: refuse calls that need the merchant certificate when none was presented
+    require_client_cert: bool = False
+    #: WeChat's "no reverse within 15 s of the pay" as the simulated channel enforces it
+    min_reverse_delay_s: float = 15.0

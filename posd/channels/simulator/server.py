@@ -26,10 +26,10 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Self, assert_never
+from typing import TYPE_CHECKING, Any, Self, assert_never
 
 from posd.channels.simulator.control import handle_control, trade_json, violation_json
 from posd.channels.simulator.faults import (
@@ -41,8 +41,8 @@ from posd.channels.simulator.faults import (
     FaultKind,
     FaultQueue,
 )
-from posd.channels.simulator.alipay import AlipayGateway, AlipaySandbox
-from posd.channels.simulator.gateway import Gateway, Reply, Request
+from posd.channels import registry
+from posd.channels.simulator.gateway import Gateway, Reply, Request, SimulatorContext
 from posd.channels.simulator.ledger import (
     ENDINGS,
     Ledger,
@@ -58,9 +58,19 @@ from posd.channels.simulator.transport import (
     send,
     send_or_abort,
 )
-from posd.channels.simulator.wechat import WechatGateway, WechatSandbox
+
+if TYPE_CHECKING:
+    from posd.channels.alipay.simulator import AlipaySandbox
+    from posd.channels.wechat.simulator import WechatSandbox
 
 log = logging.getLogger(__name__)
+
+
+def _gateway(name: str, sandbox: Any, context: SimulatorContext) -> Gateway:
+    spec = registry.get(name)
+    if spec.simulate is None:
+        raise ValueError(f"channel {name!r} has no simulator gateway")
+    return spec.simulate(sandbox, context)
 
 
 class Simulator:
@@ -87,6 +97,7 @@ class Simulator:
         min_reverse_delay_s: float = 15.0,
         close_unpaid_after_s: float | None = None,
         ledger_file: Path | None = None,
+        sandboxes: Mapping[str, Any] | None = None,
     ) -> None:
         self._address = (host, port)
         self._tls = tls
@@ -103,18 +114,15 @@ class Simulator:
         if ledger_file is not None:
             self._load_ledger(ledger_file)
         self._faults = FaultQueue()
-        require_cert = tls is not None and tls.require_client_cert_on_secapi
-        self._gateways: tuple[Gateway, ...] = (
-            WechatGateway(
-                wechat,
-                self._ledger,
-                clock=clock,
-                require_client_cert=require_cert,
-                min_reverse_delay_s=min_reverse_delay_s,
-            ),
-        )
-        if alipay is not None:
-            self._gateways += (AlipayGateway(alipay, self._ledger, clock=clock),)
+        context = SimulatorContext(
+            self._ledger, clock,
+            require_client_cert=tls is not None and tls.require_client_cert_on_secapi,
+            min_reverse_delay_s=min_reverse_delay_s)
+        # Each channel's gateway, made by its registered channel (posd.channels.registry).
+        played = {"wechat": wechat, "alipay": alipay, **(sandboxes or {})}
+        self._gateways: tuple[Gateway, ...] = tuple(
+            _gateway(name, sandbox, context) for name, sandbox in played.items()
+            if sandbox is not None)
         self.wechat = wechat
         self.alipay = alipay
         self._server: HttpServer | None = None

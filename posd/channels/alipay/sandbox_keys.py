@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from posd.core import alipay_wire as wire
-from posd.channels.simulator.alipay import AlipaySandbox
+from posd.channels.alipay.simulator import AlipaySandbox
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,8 @@ from posd.core.zones import BEIJING
 from posd.core import alipay_codes as codes
 from posd.core import alipay_wire as wire
 from posd.core.codes import mask
-from posd.config import AlipayConfig, read_secret
+from posd.channels.alipay.config import AlipayConfig
+from posd.config_base import read_secret
 from posd.core.errors import AmountError, ConfigError
 from posd.core.money import Fen, format_yuan, parse_yuan
 from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Unknown

@@ -30,7 +30,8 @@ from posd.channels import transport
 from posd.channels.answers import Rejected, hide, scrub, text, with_text
 from posd.core import wechat_wire as wire
 from posd.core.codes import mask
-from posd.config import WechatConfig, read_secret
+from posd.channels.wechat.config import WechatConfig
+from posd.config_base import read_secret
 from posd.core.errors import ConfigError
 from posd.core.money import Fen
 from posd.core.sale import (

@@ -33,7 +33,7 @@ from posd.channels.simulator.ledger import (
     TradeState,
     Violation,
 )
-from posd.channels.simulator.wechat_bill import BILL_TYPES, parse_bill_date, render_bill
+from posd.channels.wechat.simulator_bill import BILL_TYPES, parse_bill_date, render_bill
 from posd.core.wechat_wire import SIGN_TYPES, WireError, from_xml, sign, to_xml, verify
 from posd.core.money import Fen
 

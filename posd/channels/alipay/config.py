@@ -1,0 +1,38 @@
+# SPDX-License-Identifier: MIT
+"""``[channels.alipay]``: an Alipay app in public-key mode (docs/alipay.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import field_validator, model_validator
+
+from posd.config_base import ChannelConfig, check_url, optional_path
+
+
+class AlipayConfig(ChannelConfig):
+    gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    app_id: str = ""
+    app_private_key_file: Path | None = None
+    alipay_public_key_file: Path | None = None
+    ca_file: Path | None = None
+
+    _paths = field_validator(
+        "app_private_key_file", "alipay_public_key_file", "ca_file", mode="before"
+    )(optional_path)
+    _url = field_validator("gateway_url")(check_url)
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> AlipayConfig:
+        self.missing("app_id", "app_private_key_file", "alipay_public_key_file")
+        return self
+
+    def secret_files(self) -> list[tuple[str, Path | None]]:
+        return [("app_private_key_file", self.app_private_key_file)]
+
+    def public_files(self) -> list[tuple[str, Path | None]]:
+        return [("alipay_public_key_file", self.alipay_public_key_file),
+                ("ca_file", self.ca_file)]
+
+    def endpoint(self) -> tuple[str, str | bool]:
+        return self.gateway_url, str(self.ca_file) if self.ca_file else True

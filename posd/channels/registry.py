@@ -1,0 +1,66 @@
+# SPDX-License-Identifier: MIT
+"""The registry of payment channels: name -> :class:`~posd.channels.spec.ChannelSpec`.
+
+WeChat Pay and Alipay are registered when this module is imported; another channel (a test
+channel in tests/shell/test_channel_registry.py, a future UnionPay) calls :func:`register`
+before the config is read. The order of registration is the order channels are listed in
+(config errors, ``/v1/health``, ``posd doctor``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from posd.channels import alipay, wechat
+from posd.channels.spec import ChannelSpec
+from posd.core.codes import CHANNEL_NAMES, OTHER_RULES, PrefixRule
+
+_SPECS: dict[str, ChannelSpec] = {}
+
+
+def register(spec: ChannelSpec) -> ChannelSpec:
+    """Add ``spec`` (ValueError when another channel has its name). Returns it."""
+    if spec.name in _SPECS and _SPECS[spec.name] is not spec:
+        raise ValueError(f"a channel named {spec.name!r} is registered already")
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a channel (tests that registered one)."""
+    _SPECS.pop(name, None)
+
+
+def find(name: str) -> ChannelSpec | None:
+    return _SPECS.get(name)
+
+
+def get(name: str) -> ChannelSpec:
+    """The spec of ``name``; KeyError naming the known channels when there is none."""
+    if (spec := _SPECS.get(name)) is None:
+        raise KeyError(f"no channel {name!r} (known: {', '.join(_SPECS)})")
+    return spec
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_SPECS)
+
+
+def code_rules() -> tuple[PrefixRule, ...]:
+    """Every channel's payment code prefixes, then those of channels posd recognises but
+    does not take (UnionPay), so that the cashier hears which app the code is from."""
+    return tuple(rule for spec in _SPECS.values() for rule in spec.code_rules) + OTHER_RULES
+
+
+def labels() -> Mapping[str, tuple[str, str]]:
+    """``name -> (English, Chinese)`` for receipts and reports (UnionPay's too)."""
+    return dict(CHANNEL_NAMES) | {spec.name: (spec.label, spec.label_zh) for spec in _SPECS.values()}
+
+
+def english_labels() -> Mapping[str, str]:
+    """``name -> English label`` for the cashier's messages and logs."""
+    return {name: en for name, (en, _) in labels().items()}
+
+
+register(wechat.SPEC)
+register(alipay.SPEC)
