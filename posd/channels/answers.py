@@ -11,17 +11,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from posd.core.codes import mask
+from posd.core.money import Fen
 from posd.core.sale import (
     ChannelResult,
     Closed,
     Declined,
     Failed,
     NotFound,
+    Paid,
     Pending,
     Refused,
     Unknown,
@@ -69,3 +72,14 @@ def hide(reply: T, auth_code: str, scrub_answer: Callable[[T, str], T]) -> T:
     if isinstance(reply, Rejected):
         return Rejected(reply.message.replace(auth_code, mask(auth_code)))  # type: ignore[return-value]
     return scrub_answer(reply, auth_code)
+
+
+def logged_query(log: logging.Logger, channel: str, out_trade_no: str, amount: Fen,
+                 result: ChannelResult) -> ChannelResult:
+    """Log a query's answer (a paid amount other than the sale's as a warning: the state
+    machine sends that sale to a person) and return it."""
+    if isinstance(result, Paid) and result.amount != amount:
+        log.warning("%s %s: paid %s fen, the sale is for %s", channel, out_trade_no,
+                    result.amount, amount)
+    log.info("%s query %s -> %s", channel, out_trade_no, result)
+    return result

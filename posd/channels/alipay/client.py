@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from posd.channels import transport
-from posd.channels.answers import Rejected, hide, scrub, text, with_text
+from posd.channels.answers import Rejected, hide, logged_query, scrub, text, with_text
 from posd.core.zones import BEIJING
 from posd.core import alipay_codes as codes
 from posd.core import alipay_wire as wire
@@ -141,12 +141,7 @@ class Alipay:
     def query(self, out_trade_no: str, amount: Fen) -> ChannelResult:
         """trade.query: the trade's status."""
         result = _query_result(self._call(QUERY, {"out_trade_no": out_trade_no}, out_trade_no))
-        if isinstance(result, Paid) and result.amount != amount:
-            log.warning(
-                "alipay %s: paid %s fen, the sale is for %s", out_trade_no, result.amount, amount
-            )
-        log.info("alipay query %s -> %s", out_trade_no, result)
-        return result
+        return logged_query(log, "alipay", out_trade_no, amount, result)
 
     def reverse(self, out_trade_no: str) -> ChannelResult:
         """trade.cancel: closes an unpaid trade, refunds a paid one (``action``)."""

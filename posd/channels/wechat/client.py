@@ -27,7 +27,7 @@ from typing import ClassVar, Final
 
 
 from posd.channels import transport
-from posd.channels.answers import Rejected, hide, scrub, text, with_text
+from posd.channels.answers import Rejected, hide, logged_query, scrub, text, with_text
 from posd.core import wechat_wire as wire
 from posd.core.codes import mask
 from posd.channels.wechat.config import WechatConfig
@@ -195,13 +195,7 @@ class WechatPay:
     def query(self, out_trade_no: str, amount: Fen) -> ChannelResult:
         """Ask orderquery for the trade's state."""
         answer = self._call(ORDERQUERY, self._common(out_trade_no), out_trade_no)
-        result = _query_result(answer)
-        if isinstance(result, Paid) and result.amount != amount:
-            log.warning(
-                "wechat %s: paid %s fen, the sale is for %s", out_trade_no, result.amount, amount
-            )
-        log.info("wechat query %s -> %s", out_trade_no, result)
-        return result
+        return logged_query(log, "wechat", out_trade_no, amount, _query_result(answer))
 
     def reverse(self, out_trade_no: str) -> ChannelResult:
         """Reverse (撤销) the trade over mutual TLS; a paid trade is refunded by it."""
