@@ -83,12 +83,15 @@ class DatabaseConfig(_Model):
 class ApiConfig(_Model):
     listen: str = "127.0.0.1:8637"
     token_file: Path
+    #: the manager's token (refunds, resolve); None: nobody can refund through posd
+    manager_token_file: Path | None = None
     #: HTTPS for the local API; required to listen on anything but loopback (the bearer
     #: token would otherwise cross the shop's network in clear text).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 
-    _tls = field_validator("tls_cert_file", "tls_key_file", mode="before")(_optional_path)
+    _tls = field_validator("tls_cert_file", "tls_key_file", "manager_token_file",
+                           mode="before")(_optional_path)
 
     @field_validator("listen")
     @classmethod
@@ -446,6 +449,8 @@ def remember_secrets(config: Config) -> None:
 
 def _secret_files(config: Config) -> list[tuple[str, Path | None]]:
     files: list[tuple[str, Path | None]] = [("api.token_file", config.api.token_file)]
+    if config.api.manager_token_file is not None:
+        files.append(("api.manager_token_file", config.api.manager_token_file))
     if config.api.tls_key_file is not None:
         files.append(("api.tls_key_file", config.api.tls_key_file))
     for name, section in config.channels.sections().items():
@@ -480,7 +485,23 @@ def check_files(config: Config) -> list[str]:
 
 def read_api_token(config: Config) -> str:
     """The local API's bearer token (at least 16 characters), shared by daemon and CLI."""
-    token = read_secret(config.api.token_file, "api.token_file").decode("utf-8", "replace").strip()
+    return _token(config.api.token_file, "api.token_file")
+
+
+def read_manager_token(config: Config) -> str | None:
+    """The manager's token (None when ``api.manager_token_file`` is not set); it must differ
+    from the cashier's, or a cashier could refund."""
+    if config.api.manager_token_file is None:
+        return None
+    token = _token(config.api.manager_token_file, "api.manager_token_file")
+    if token == read_api_token(config):
+        raise ConfigError("api.manager_token_file: the manager token must differ from the "
+                          "cashier's (api.token_file)")
+    return token
+
+
+def _token(path: Path | None, key: str) -> str:
+    token = read_secret(path, key).decode("utf-8", "replace").strip()
     if len(token) < 16:
-        raise ConfigError("api.token_file: the token must be at least 16 characters")
+        raise ConfigError(f"{key}: the token must be at least 16 characters")
     return token

@@ -76,6 +76,11 @@ class ChannelConfig(Timeouts):
         """(URL, TLS verify) of the channel's server, whose clock ``posd doctor`` reads."""
         return None
 
+    def refund_window_s(self) -> float | None:
+        """How long after a payment the merchant's contract allows refunds (None: the
+        channel's own limit, ``ChannelSpec.refund_policy``)."""
+        return None
+
     def missing(self, *names: str) -> None:
         """Raise when enabled and any of ``names`` is not set."""
         if self.enabled and (gone := [name for name in names if not getattr(self, name)]):

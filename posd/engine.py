@@ -10,6 +10,11 @@ which re-reads the sale before acting.
 Start-up recovery: :meth:`Engine.start` resumes every non-final sale (query; past the
 deadline, reverse) before the caller opens any input. A watchdog job (APScheduler) restarts
 the worker of any non-final sale that has none, so no sale is left without work scheduled.
+
+Refunds (``posd.core.refund``) are driven the same way, one worker each: written ahead,
+performed at ``next_at``, the answer applied by the core and committed, resumed after a
+restart and watched by the same job. A refund's number makes a repeated request the same
+refund, so a refund whose request may have been sent is simply sent again.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from posd.core import sale as machine
 from posd.channels import Channel, registry
 from posd.core.codes import DoubleReadFilter, mask, route
 from posd.config import Config
-from posd.core.errors import CodeError, InputError, StoreError, UnavailableError
+from posd.core import refund as refunds
+from posd.core.errors import CodeError, ConflictError, InputError, StoreError, UnavailableError
 from posd.core.money import check_fen
+from posd.core.refund import Refund, RefundAnswer, RefundPolicy
 from posd.core.sale import Action, ChannelResult, Policy, Sale, State
 from posd.store import Store
 
@@ -62,7 +69,20 @@ def policies_for(config: Config) -> dict[str, Policy]:
     return found
 
 
-def describe(result: ChannelResult) -> str:
+def refund_policies_for(config: Config) -> dict[str, RefundPolicy]:
+    """Per-channel refund timing and limits: each registered channel's policy, with the
+    merchant's contract window where its section sets one (``refund_window_days``)."""
+    found = {}
+    for name in registry.names():
+        policy = registry.get(name).refund_policy
+        section = config.channels.get(name)
+        if section is not None and (window := section.refund_window_s()) is not None:
+            policy = replace(policy, window_s=window)
+        found[name] = policy
+    return found
+
+
+def describe(result: ChannelResult | RefundAnswer) -> str:
     """A short, code-free description of a channel answer for the event history."""
     match result:
         case machine.Paid(channel_trade_no=no):
@@ -72,6 +92,12 @@ def describe(result: ChannelResult) -> str:
         case machine.Unknown(detail=detail, may_have_arrived=arrived):
             return f"unknown ({detail}){'' if arrived else ' never arrived'}"
         case machine.Pending(detail=d) | machine.NotFound(detail=d) | machine.Closed(detail=d):
+            return f"{type(result).__name__.lower()} {d}".strip()
+        case refunds.Refunded(channel_refund_no=no) | refunds.Accepted(channel_refund_no=no):
+            return f"{type(result).__name__.lower()} {no}".strip()
+        case refunds.RefundRefused(code=code) | refunds.Abnormal(code=code):
+            return f"{type(result).__name__.lower()} {code}"
+        case refunds.Processing(detail=d) | refunds.NoRefund(detail=d):
             return f"{type(result).__name__.lower()} {d}".strip()
         case _:
             return repr(result)
@@ -88,12 +114,16 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         policies: Mapping[str, Policy] | None = None,
+        refund_policies: Mapping[str, RefundPolicy] | None = None,
     ) -> None:
         self._config = config
         self._store = store
         self._channels = dict(channels)
         self._clock = clock
         self._policies = dict(policies or policies_for(config))
+        self._refund_policies = dict(refund_policies or refund_policies_for(config))
+        self._refund_workers: dict[int, tuple[threading.Thread, threading.Event]] = {}
+        self._refund_listeners: list[Callable[[Refund], None]] = []
         self._cond = threading.Condition(threading.RLock())
         self._workers: dict[int, tuple[threading.Thread, threading.Event]] = {}
         self._stopping = threading.Event()
@@ -117,6 +147,10 @@ class Engine:
         else:
             self._listeners.append(listener)
 
+    def add_refund_listener(self, listener: Callable[[Refund], None]) -> None:
+        """Call ``listener(refund)`` after every committed change of a refund."""
+        self._refund_listeners.append(listener)
+
     def add_health_probe(self, name: str, probe: Callable[[], dict[str, Any]]) -> None:
         """Add ``name: probe()`` to :meth:`health` (scanner, printer, HQ sync, ...).
 
@@ -136,8 +170,12 @@ class Engine:
                 again = self._store.save(again, None, "resumed after restart")
             self._spawn(again.id, None)
             resumed += 1
+        for refund in self._store.find_refunds(open_only=True):
+            if not refund.final:
+                self._spawn_refund(refund.id)
+                resumed += 1
         if resumed:
-            log.info("resumed %d unfinished sale(s)", resumed)
+            log.info("resumed %d unfinished sale(s) and refund(s)", resumed)
         self._scheduler = BackgroundScheduler(daemon=True)
         self._scheduler.add_job(self._housekeeping, "interval", seconds=30, id="housekeeping",
                                 coalesce=True, max_instances=1)
@@ -153,7 +191,7 @@ class Engine:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         with self._cond:
-            workers = list(self._workers.values())
+            workers = list(self._workers.values()) + list(self._refund_workers.values())
         for _, wake in workers:
             wake.set()
         deadline = time.monotonic() + timeout
@@ -268,6 +306,138 @@ class Engine:
 
     def list_sales(self, **filters: Any) -> list[Sale]:
         return self._store.find(**filters)
+
+    # --- refunds and resolving (the manager's side) ---------------------------------------
+
+    def refund(self, sale_id: int, amount: int | None, reason: str, *,
+               idempotency_key: str | None = None) -> tuple[Refund, bool]:
+        """Refund ``amount`` fen of a paid sale (None: all that is left). Returns (refund,
+        created). ConflictError / InputError with a sentence when it may not be refunded;
+        nothing is written or sent then."""
+        self._refuse_if_stopping()
+        if amount is not None:
+            amount = int(check_fen(amount))
+        now = self._clock()
+
+        def make(sale: Sale, done: list[Refund], seq: int) -> Refund | refunds.Refusal:
+            if sale.channel not in self._channels:
+                return refunds.Refusal("conflict", f"sale {sale.id} was paid with "
+                                       f"{sale.channel}, which this till no longer has")
+            policy = self._refund_policies.get(sale.channel or "", refunds.RefundPolicy())
+            fen = refunds.check_refund(sale, done, amount, reason, now, policy)
+            if isinstance(fen, refunds.Refusal):
+                return fen
+            number = refunds.make_out_refund_no(
+                self._config.store.id, self._config.store.terminal_id, now, seq)
+            return refunds.new_refund(sale, fen, reason, number, now)
+
+        with self._cond:
+            refund, created = self._store.create_refund(sale_id, make,
+                                                        idempotency_key=idempotency_key)
+            self._cond.notify_all()
+        if created:
+            log.info("refund %d of sale %d created: %s fen, %s", refund.id, sale_id,
+                     refund.amount, refund.out_refund_no)
+            self._spawn_refund(refund.id)
+            self._notify_refund(refund)
+        return refund, created
+
+    def get_refund(self, refund_id: int) -> Refund:
+        return self._store.get_refund(refund_id)
+
+    def list_refunds(self, **filters: Any) -> list[Refund]:
+        return self._store.find_refunds(**filters)
+
+    def wait_for_refund(self, refund_id: int, since: float, timeout: float) -> Refund:
+        """Long-poll: the refund once its ``updated_at`` is later than ``since``, or at timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                refund = self._store.get_refund(refund_id)
+                left = deadline - time.monotonic()
+                if refund.updated_at > since or left <= 0 or self._stopping.is_set():
+                    return refund
+                self._cond.wait(left)
+
+    def resolve(self, sale_id: int, as_: str, note: str) -> Sale:
+        """A person records how a needs_attention sale ended (paid or reversed)."""
+        with self._cond:
+            sale = self._store.get(sale_id)
+            if (why := refunds.resolve_refusal(sale, as_, note)) is not None:
+                raise (ConflictError if why.kind == "conflict" else InputError)(why.reason)
+            new = machine.resolve(sale, State(as_), note, self._clock())
+            self._store.save(new, None, f"resolved by a manager as {as_}: {note.strip()}"[:500])
+            self._cond.notify_all()
+        log.info("sale %d resolved by a manager as %s", sale_id, as_)
+        self._notify(new)
+        return new
+
+    def _spawn_refund(self, refund_id: int) -> None:
+        with self._cond:
+            existing = self._refund_workers.get(refund_id)
+            if existing is not None and existing[0].is_alive():
+                existing[1].set()
+                return
+            wake = threading.Event()
+            thread = threading.Thread(target=self._refund_work, args=(refund_id, wake),
+                                      name=f"refund-{refund_id}", daemon=True)
+            self._refund_workers[refund_id] = (thread, wake)
+        thread.start()
+
+    def _refund_work(self, refund_id: int, wake: threading.Event) -> None:
+        try:
+            while not self._stopping.is_set():
+                refund = self._store.get_refund(refund_id)
+                if refund.final or refund.next_action is None or refund.next_at is None:
+                    return
+                delay = refund.next_at - self._clock()
+                if delay > 0:
+                    wake.wait(delay)
+                    wake.clear()
+                    continue
+                answer = self._perform_refund(refund)
+                with self._cond:
+                    current = self._store.get_refund(refund_id)
+                    policy = self._refund_policies.get(current.channel, refunds.RefundPolicy())
+                    new = refunds.on_result(current, refund.next_action, answer, self._clock(),
+                                            policy)
+                    self._store.save_refund(new, refund.next_action, describe(answer))
+                    self._cond.notify_all()
+                if new.state is not current.state:
+                    log.info("refund %d %s: %s -> %s (%s)", refund_id, new.out_refund_no,
+                             current.state, new.state, describe(answer))
+                self._notify_refund(new)
+        except StoreError as err:
+            log.critical("refund %d: %s", refund_id, err)
+            self._fail(err)
+        finally:
+            with self._cond:
+                if self._refund_workers.get(refund_id, (None,))[0] is threading.current_thread():
+                    del self._refund_workers[refund_id]
+
+    def _perform_refund(self, refund: Refund) -> RefundAnswer:
+        channel = self._channels.get(refund.channel)
+        if channel is None:
+            return machine.Unknown(f"channel {refund.channel} is not configured")
+        try:
+            if refund.next_action is refunds.RefundAction.REFUND:
+                sale = self._store.get(refund.sale_id)
+                return channel.refund(refund.out_trade_no, refund.out_refund_no, sale.amount,
+                                      refund.amount, refund.reason)
+            return channel.refund_query(refund.out_trade_no, refund.out_refund_no)
+        except StoreError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a worker's top: an adapter bug must not strand a refund
+            log.exception("refund %d: %s raised; treating the outcome as unknown", refund.id,
+                          refund.next_action)
+            return machine.Unknown(f"internal error: {type(err).__name__}")
+
+    def _notify_refund(self, refund: Refund) -> None:
+        for listener in self._refund_listeners:
+            try:
+                listener(refund)
+            except Exception:  # noqa: BLE001 - a printer or HQ must never stop a refund
+                log.exception("refund listener failed for refund %d", refund.id)
 
     # --- the scanner's side --------------------------------------------------------------
 
@@ -437,6 +607,14 @@ class Engine:
             if worker is None or not worker[0].is_alive():
                 log.warning("sale %d had no worker; resuming it", sale.id)
                 self._spawn(sale.id, None)
+        for refund in self._store.find_refunds(open_only=True):
+            if refund.final:
+                continue
+            with self._cond:
+                worker = self._refund_workers.get(refund.id)
+            if worker is None or not worker[0].is_alive():
+                log.warning("refund %d had no worker; resuming it", refund.id)
+                self._spawn_refund(refund.id)
 
     def health(self) -> dict[str, Any]:
         """What is degraded, for /v1/health. Reads only the open sales (a partial index) and
@@ -455,6 +633,11 @@ class Engine:
             ids = ", ".join(str(s.id) for s in stuck[:20])
             degraded.append(f"{len(stuck)} sale(s) reversing for more than "
                             f"{REVERSING_LONG_S / 60:g} min: {ids}")
+        open_refunds = self._store.find_refunds(open_only=True, peek=True)
+        stuck_refunds = [r for r in open_refunds if r.state is refunds.RefundState.NEEDS_ATTENTION]
+        if stuck_refunds:
+            ids = ", ".join(str(r.id) for r in stuck_refunds[:20])
+            degraded.append(f"{len(stuck_refunds)} refund(s) need attention: {ids}")
         if self.fatal.is_set():
             degraded.append(f"database: {self.fatal_reason}")
         extra = {}
@@ -472,6 +655,8 @@ class Engine:
             "in_flight": len(in_flight),
             "needs_attention": [s.id for s in attention],
             "reversing_long": [s.id for s in stuck],
+            "refunds_in_flight": len(open_refunds) - len(stuck_refunds),
+            "refunds_need_attention": [r.id for r in stuck_refunds],
             "hq_backlog": backlog,
             "last_scan": self._last_scan,
         }

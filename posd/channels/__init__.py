@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import ClassVar, Protocol
 
 from posd.core.money import Fen
+from posd.core.refund import RefundAnswer
 from posd.core.sale import ChannelResult
 
 
@@ -28,6 +29,16 @@ class Channel(Protocol):
 
     def reverse(self, out_trade_no: str) -> ChannelResult:
         """Reverse / cancel the trade (refunds it if it was paid)."""
+        ...
+
+    def refund(self, out_trade_no: str, out_refund_no: str, total: Fen, amount: Fen,
+               reason: str) -> RefundAnswer:
+        """Ask for ``amount`` of the trade back, under ``out_refund_no`` (the same number is
+        the same refund: posd.core.refund)."""
+        ...
+
+    def refund_query(self, out_trade_no: str, out_refund_no: str) -> RefundAnswer:
+        """Ask how refund ``out_refund_no`` stands."""
         ...
 
     def close(self) -> None:

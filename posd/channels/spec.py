@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from posd.config_base import ChannelConfig
 from posd.core.codes import PrefixRule
+from posd.core.refund import RefundPolicy
 from posd.core.sale import Policy
 
 if TYPE_CHECKING:
@@ -55,3 +56,5 @@ class ChannelSpec:
     doctor: Callable[[Any, Till], list[Check]]
     #: ``(sandbox, context) -> gateway`` for the channel simulator (None: it has none)
     simulate: Callable[[Any, SimulatorContext], Gateway] | None = None
+    #: refund timing, window and count limit (posd.core.refund.RefundPolicy)
+    refund_policy: RefundPolicy = RefundPolicy()

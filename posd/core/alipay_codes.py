@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Pending, Refused, Unknown
+from posd.core.refund import RefundAnswer, RefundRefused
 
 #: Gateway codes that mean the request was not accepted (§2.6): no trade was made.
 #: 20001 token permissions, 40001 missing arguments, 40002 invalid arguments (signature,
@@ -136,4 +137,26 @@ CANCEL_SUB_CODES: Final[Mapping[str, ChannelResult]] = {
         "ACQ.REASON_TRADE_REFUND_FEE_ERR", f"{CANCEL_REFUSED}: Alipay refused to return the "
         "money (退款金额无效); check the trade in the Alipay console",
     ),
+}
+
+#: trade.refund ``sub_code`` (code 40004) -> answer (§2.10). Not listed (ACQ.SYSTEM_ERROR,
+#: ACQ.DISCORDANT_REPEAT_REQUEST -- the same number with other data, a posd bug -- and new
+#: codes): Unknown, and posd asks refund.query before anything else.
+_REFUND_REFUSED: Final = "Alipay refused the refund; no money moved"
+REFUND_SUB_CODES: Final[Mapping[str, RefundAnswer]] = {
+    "ACQ.SELLER_BALANCE_NOT_ENOUGH": RefundRefused(
+        "ACQ.SELLER_BALANCE_NOT_ENOUGH", "the shop's Alipay balance is too low: top it up"),
+    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL": RefundRefused(
+        "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "more than is left of the payment (退款金额超限)"),
+    "ACQ.REASON_TRADE_BEEN_FREEZEN": RefundRefused(
+        "ACQ.REASON_TRADE_BEEN_FREEZEN", "Alipay has frozen this trade: call Alipay"),
+    "ACQ.TRADE_NOT_EXIST": RefundRefused("ACQ.TRADE_NOT_EXIST", "Alipay has no such trade"),
+    "ACQ.TRADE_HAS_FINISHED": RefundRefused(
+        "ACQ.TRADE_HAS_FINISHED", "the trade is finished and can no longer be refunded"),
+    "ACQ.TRADE_STATUS_ERROR": RefundRefused("ACQ.TRADE_STATUS_ERROR", _REFUND_REFUSED),
+    "ACQ.REASON_TRADE_REFUND_FEE_ERR": RefundRefused(
+        "ACQ.REASON_TRADE_REFUND_FEE_ERR", "the refund amount is not valid (退款金额无效)"),
+    "ACQ.TRADE_NOT_ALLOW_REFUND": RefundRefused(
+        "ACQ.TRADE_NOT_ALLOW_REFUND", "this trade may not be refunded (当前交易不允许退款)"),
+    **{code: RefundRefused(code, MISCONFIGURED) for code in CONFIG_SUB_CODES},
 }

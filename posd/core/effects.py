@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from posd.core.hq_protocol import sale_record
-from posd.core.print_jobs import PrintJob, receipt_job
+from posd.core.hq_protocol import refund_record, sale_record
+from posd.core.print_jobs import PrintJob, receipt_job, refund_job
+from posd.core.refund import Refund, RefundState
 from posd.core.sale import PRINTABLE, Sale, State
 
 
@@ -63,6 +64,8 @@ class Outputs:
 
     receipts: frozenset[State] = frozenset()
     hq: bool = True
+    #: a slip for every refund that ends (refunded, failed, or with a person)
+    refund_slips: bool = False
 
 
 def of_change(before: State | None, after: Sale, outputs: Outputs) -> tuple[Effect, ...]:
@@ -86,4 +89,20 @@ def of_change(before: State | None, after: Sale, outputs: Outputs) -> tuple[Effe
     if outputs.hq:
         found.append(TellHq(f"sale:{after.out_trade_no}:{after.state.value}", "sale",
                             sale_record(after), int(after.amount), after.updated_at))
+    return tuple(found)
+
+
+def of_refund_change(before: RefundState | None, after: Refund,
+                     outputs: Outputs) -> tuple[Effect, ...]:
+    """The effects of a refund change: arriving in a final state prints its slip (DESIGN §9
+    rule 4: every refund prints one) and tells HQ; nothing else has effects."""
+    if not after.final or before is after.state:
+        return ()
+    found: list[Effect] = []
+    if outputs.refund_slips:
+        found.append(PrintReceipt(refund_job(after.id, after.sale_id, after.state.value,
+                                             after.updated_at)))
+    if outputs.hq:
+        found.append(TellHq(f"refund:{after.out_refund_no}:{after.state.value}", "refund",
+                            refund_record(after), int(after.amount), after.updated_at))
     return tuple(found)

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from posd.core.refund import FINAL as REFUND_FINAL
+from posd.core.refund import Refund
 from posd.core.sale import FINAL, Sale
 
 PROTOCOL: Final = 1
@@ -36,7 +38,7 @@ MAX_BATCH: Final = 1000
 #: record types and the versions this code understands. Sale records: version 2 (explicit
 #: fields, below) is what terminals send now; version 1 (the terminal's whole internal row,
 #: scheduling fields included) is still taken from terminals not yet upgraded.
-VERSIONS: Final = {"sale": (1, 2), "daily_summary": (1,)}
+VERSIONS: Final = {"sale": (1, 2), "refund": (1,), "daily_summary": (1,)}
 SALE_VERSION: Final = 2
 #: A version 2 sale record's fields: what HQ may rely on, and nothing of posd's scheduling.
 #: ``auth_code`` is masked (first 4 + last 4 digits), under the API's name for it.
@@ -45,6 +47,15 @@ SALE_FIELDS: Final = (
     "channel_trade_no", "auth_code", "decline_code", "message", "refunded", "subject",
     "created_at", "paid_at", "updated_at",
 )
+#: A refund record's fields (type ``refund``, version 1): the refund, and the sale it returns
+#: money of by ``out_trade_no``. Sent when the refund reaches a final state.
+REFUND_VERSION: Final = 1
+REFUND_FIELDS: Final = (
+    "id", "sale_id", "out_trade_no", "out_refund_no", "channel", "channel_refund_no", "amount",
+    "currency", "state", "reason", "message", "created_at", "refunded_at", "updated_at",
+)
+#: final refund states (posd.core.refund.FINAL).
+REFUND_STATES: Final = frozenset(state.value for state in REFUND_FINAL)
 #: final sale states (posd.core.sale.FINAL); only these are ever recorded.
 SALE_STATES: Final = frozenset(state.value for state in FINAL)
 #: statuses of a record in HQ's answer.
@@ -134,10 +145,15 @@ def check_record(data: object) -> Record | Rejected:
         return Rejected(str(record_id)[:128], "record_id must be 1-128 of [0-9A-Za-z_:.-]")
     why = _envelope_problem(data)
     if why is None:
-        why = (_sale_problem if data["type"] == "sale" else _summary_problem)(data)
+        why = {"sale": _sale_problem, "refund": _refund_problem}.get(
+            data["type"], _summary_problem)(data)
     if why is not None:
         return Rejected(record_id, why)
     base = Record(record_id, data["seq"], data["day"], data["type"], data)
+    if base.type == "refund":
+        refund = data["refund"]
+        return Record(record_id, base.seq, base.day, base.type, data, refund["out_trade_no"],
+                      refund["state"], refund["amount"], refund.get("channel"))
     if base.type != "sale":
         return base
     sale = data["sale"]
@@ -175,6 +191,22 @@ def _sale_problem(data: dict[str, Any]) -> str | None:
     return None
 
 
+def _refund_problem(data: dict[str, Any]) -> str | None:
+    refund = data.get("refund")
+    if not isinstance(refund, dict):
+        return "a refund record needs a 'refund' object"
+    for key in ("out_trade_no", "out_refund_no"):
+        if not isinstance(refund.get(key), str) or not _OUT_TRADE_NO.fullmatch(refund[key]):
+            return f"refund.{key} must be 1-32 of [0-9A-Za-z_-]"
+    if refund.get("state") not in REFUND_STATES:
+        return f"refund.state must be a final state ({', '.join(sorted(REFUND_STATES))})"
+    if not _is_int(refund.get("amount")) or refund["amount"] <= 0:
+        return "refund.amount must be a whole number of fen, more than 0"
+    if refund.get("channel") is not None and not isinstance(refund["channel"], str):
+        return "refund.channel must be a string or null"
+    return None
+
+
 def _summary_problem(data: dict[str, Any]) -> str | None:
     summary = data.get("summary")
     if not isinstance(summary, dict) or not isinstance(summary.get("total"), dict):
@@ -198,3 +230,17 @@ def sale_record(sale: Sale) -> dict[str, Any]:
         "created_at": sale.created_at, "paid_at": sale.paid_at, "updated_at": sale.updated_at,
     }
     return {"type": "sale", "version": SALE_VERSION, "sale": fields}
+
+
+def refund_record(refund: Refund) -> dict[str, Any]:
+    """The outbox payload of a final refund: a version 1 ``refund`` record, its fields
+    listed in :data:`REFUND_FIELDS`."""
+    fields = {
+        "id": refund.id, "sale_id": refund.sale_id, "out_trade_no": refund.out_trade_no,
+        "out_refund_no": refund.out_refund_no, "channel": refund.channel or None,
+        "channel_refund_no": refund.channel_refund_no, "amount": int(refund.amount),
+        "currency": "CNY", "state": refund.state.value, "reason": refund.reason,
+        "message": refund.message, "created_at": refund.created_at,
+        "refunded_at": refund.refunded_at, "updated_at": refund.updated_at,
+    }
+    return {"type": "refund", "version": REFUND_VERSION, "refund": fields}

@@ -93,6 +93,8 @@ def decode_status(printer: int | None, cause: int | None, paper: int | None) -> 
 class JobKind(enum.StrEnum):
     RECEIPT = "receipt"
     REPORT = "report"
+    #: a refund's slip (posd.core.receipt.refund_elements)
+    REFUND = "refund"
 
 
 class JobState(enum.StrEnum):
@@ -121,6 +123,8 @@ class PrintJob:
     attempts: int = 0
     done_at: float | None = None
     last_error: str = ""
+    #: a refund slip's refund
+    refund_id: int | None = None
 
     def row(self) -> dict[str, Any]:
         """The ``print_jobs`` row (without ``id`` when not stored yet)."""
@@ -128,7 +132,7 @@ class PrintJob:
             "job_key": self.key, "kind": self.kind.value, "sale_id": self.sale_id,
             "day": self.day, "reprint": int(self.reprint), "state": self.state.value,
             "attempts": self.attempts, "created_at": self.created_at, "next_at": self.next_at,
-            "done_at": self.done_at, "last_error": self.last_error,
+            "done_at": self.done_at, "last_error": self.last_error, "refund_id": self.refund_id,
         }
         return row | {"id": self.id} if self.id else row
 
@@ -137,13 +141,21 @@ class PrintJob:
         return cls(
             JobKind(row["kind"]), row["created_at"], row["next_at"], row["id"], row["job_key"],
             row["sale_id"], row["day"], bool(row["reprint"]), JobState(row["state"]),
-            row["attempts"] or 0, row["done_at"], row["last_error"] or "")
+            row["attempts"] or 0, row["done_at"], row["last_error"] or "", row.get("refund_id"))
 
 
 def receipt_job(sale_id: int, state: str, now: float, *, reprint: bool = False) -> PrintJob:
     """A sale's receipt. The automatic one is keyed by sale and state: queued once."""
     key = None if reprint else f"receipt:{sale_id}:{state}"
     return PrintJob(JobKind.RECEIPT, now, now, key=key, sale_id=sale_id, reprint=reprint)
+
+
+def refund_job(refund_id: int, sale_id: int, state: str, now: float, *,
+               reprint: bool = False) -> PrintJob:
+    """A refund's slip, keyed by refund and state: queued once."""
+    key = None if reprint else f"refund:{refund_id}:{state}"
+    return PrintJob(JobKind.REFUND, now, now, key=key, sale_id=sale_id, reprint=reprint,
+                    refund_id=refund_id)
 
 
 def report_job(day: str, now: float, *, key: str | None = None) -> PrintJob:

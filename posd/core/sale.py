@@ -275,10 +275,16 @@ def make_out_trade_no(store_id: str, terminal_id: str, now: float, seq: int) -> 
     >>> make_out_trade_no("S001", "T01", 0.0, 7)
     'S001T01700101000000000007'
     """
+    return make_number("out_trade_no", f"{store_id}{terminal_id}", now, seq, 6)
+
+
+def make_number(what: str, prefix: str, now: float, seq: int, digits: int) -> str:
+    """``prefix`` + UTC second + the last ``digits`` of a persisted sequence: a channel's
+    merchant-side number (1-32 of ``[0-9A-Za-z_-]``, InvariantError otherwise)."""
     stamp = datetime.fromtimestamp(now, UTC).strftime("%y%m%d%H%M%S")
-    value = f"{store_id}{terminal_id}{stamp}{seq % 1_000_000:06d}"
+    value = f"{prefix}{stamp}{seq % 10**digits:0{digits}d}"
     if _OUT_TRADE_NO.fullmatch(value) is None:
-        raise InvariantError(f"out_trade_no {value!r} is not 1-32 of [0-9A-Za-z_-]")
+        raise InvariantError(f"{what} {value!r} is not 1-32 of [0-9A-Za-z_-]")
     return value
 
 
@@ -386,6 +392,18 @@ def cancel_refusal(sale: Sale) -> str | None:
     if sale.state in (State.PAID, State.NEEDS_ATTENTION):
         return f"sale {sale.id} is {sale.state} and cannot be cancelled: {sale.message}"
     return None
+
+
+def resolve(sale: Sale, as_: State, note: str, now: float) -> Sale:
+    """needs_attention -> paid or reversed: what a person found in the merchant portal
+    (``posd resolve``). The history keeps what happened before; a paid one can then be
+    refunded like any paid sale."""
+    if sale.state is not State.NEEDS_ATTENTION or as_ not in (State.PAID, State.REVERSED):
+        raise InvariantError(f"cannot resolve sale {sale.id} ({sale.state}) as {as_}")
+    what = "paid" if as_ is State.PAID else "reversed: no money kept"
+    changes: dict[str, object] = {"paid_at": sale.paid_at or now} if as_ is State.PAID else {}
+    return _move(sale, as_, now, next_action=None, next_at=None,
+                 message=f"Resolved by a manager as {what} ({note.strip()})", **changes)
 
 
 def _reverse_at(sale: Sale, now: float, policy: Policy) -> float:

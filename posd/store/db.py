@@ -20,13 +20,15 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from posd.core.errors import ConflictError, NotFoundError, StoreError
+from posd.core.errors import ConflictError, InputError, NotFoundError, StoreError
 from posd.core.money import Fen
 from posd.core.print_jobs import JobState, PrintJob
+from posd.core.refund import Refund, RefundAction, RefundState, Refusal
 from posd.core.sale import WORKING, Action, Sale, State
 
-from posd.core.effects import Effect, Outputs, PrintReceipt, TellHq, of_change
+from posd.core.effects import Effect, Outputs, PrintReceipt, TellHq, of_change, of_refund_change
 from posd.store.migrations import (
+    REFUNDS_OPEN_WHERE,
     OPEN_INDEX,
     OPEN_STATES,
     OPEN_WHERE,
@@ -74,6 +76,37 @@ def _sale(row: dict[str, Any]) -> Sale:
         recalls=row["recalls"] or 0,
     )
     return Sale(**fields)
+
+
+_REFUND_FIELDS = (
+    "sale_id", "reason", "out_refund_no", "channel", "out_trade_no", "channel_refund_no",
+    "message", "created_at", "refunded_at", "updated_at", "next_at", "attempts", "queries",
+    "fail_code",
+)
+
+
+def _refund_row(refund: Refund) -> dict[str, Any]:
+    row = {name: getattr(refund, name) for name in _REFUND_FIELDS}
+    row.update(amount_fen=int(refund.amount), state=refund.state.value,
+               next_action=refund.next_action.value if refund.next_action else None)
+    return row
+
+
+def _refund(row: dict[str, Any]) -> Refund:
+    fields = {name: row[name] for name in _REFUND_FIELDS}
+    fields.update(
+        id=row["id"], amount=Fen(row["amount_fen"]), state=RefundState(row["state"]),
+        next_action=RefundAction(row["next_action"]) if row["next_action"] else None,
+        reason=row["reason"] or "", message=row["message"] or "", channel=row["channel"] or "",
+        out_trade_no=row["out_trade_no"] or "", attempts=row["attempts"] or 0,
+        queries=row["queries"] or 0,
+    )
+    return Refund(**fields)
+
+
+#: what a caller of :meth:`Store.create_refund` decides inside its transaction: the refund
+#: to write, or why not (from the sale, its refunds so far and the next sequence number).
+MakeRefund = Callable[[Sale, list[Refund], int], "Refund | Refusal"]
 
 
 class Store:
@@ -307,6 +340,111 @@ class Store:
     def events(self, sale_id: int) -> list[dict[str, Any]]:
         with self._read() as db:
             return list(db.table("sale_events").rows_where("sale_id = ?", [sale_id], order_by="id"))
+
+    # --- refunds (posd.core.refund) ----------------------------------------------------------
+
+    def create_refund(self, sale_id: int, make: MakeRefund, *,
+                      idempotency_key: str | None = None) -> tuple[Refund, bool]:
+        """Write the refund ``make`` decides on, in one transaction with the reads it decides
+        from (the sale and its refunds): two managers refunding at once cannot both take
+        what is left. Returns (refund, created); the same ``idempotency_key`` returns the
+        refund it created before. ConflictError / InputError with ``make``'s sentence."""
+        with self._tx() as db:
+            if idempotency_key is not None:
+                rows = list(db.table("refunds").rows_where("idempotency_key = ?",
+                                                           [idempotency_key]))
+                if rows:
+                    found = _refund(rows[0])
+                    if found.sale_id != sale_id:
+                        raise ConflictError("this Idempotency-Key was used for a refund of "
+                                            f"sale {found.sale_id}")
+                    return found, False
+            rows = list(db.table("sales").rows_where("id = ?", [sale_id]))
+            if not rows:
+                raise NotFoundError(f"no sale {sale_id}")
+            sale = _sale(rows[0])
+            refunds = [_refund(r) for r in db.table("refunds").rows_where(
+                "sale_id = ?", [sale_id], order_by="id")]
+            decided = make(sale, refunds, self._next(db, "refund_seq"))
+            if isinstance(decided, Refusal):
+                raise (ConflictError if decided.kind == "conflict" else InputError)(
+                    decided.reason)
+            row = _refund_row(decided) | {"idempotency_key": idempotency_key}
+            refund = replace(decided, id=int(db.table("refunds").insert(row).last_pk or 0))
+            self._refund_event(db, refund, None, "created")
+            self._write(db, of_refund_change(None, refund, self._outputs))
+            return refund, True
+
+    def save_refund(self, refund: Refund, action: RefundAction | None = None,
+                    detail: str = "") -> Refund:
+        """Write the refund's new state with an event and its effects (slip, HQ record)."""
+        with self._tx() as db:
+            found = db.execute("select state from refunds where id = ?", [refund.id]).fetchone()
+            if found is None:
+                raise NotFoundError(f"no refund {refund.id}")
+            db.table("refunds").update(refund.id, _refund_row(refund))
+            self._refund_event(db, refund, action, detail)
+            self._write(db, of_refund_change(RefundState(found[0]), refund, self._outputs))
+        return refund
+
+    def _refund_event(self, db: Database, refund: Refund, action: RefundAction | None,
+                      detail: str) -> None:
+        db.table("refund_events").insert({
+            "refund_id": refund.id, "at": refund.updated_at, "state": refund.state.value,
+            "action": action.value if action else None, "detail": detail[:500],
+            "message": refund.message,
+        })
+
+    def get_refund(self, refund_id: int) -> Refund:
+        with self._read() as db:
+            rows = list(db.table("refunds").rows_where("id = ?", [refund_id]))
+        if not rows:
+            raise NotFoundError(f"no refund {refund_id}")
+        return _refund(rows[0])
+
+    def find_refunds(self, *, sale_id: int | None = None, since: float | None = None,
+                     until: float | None = None, open_only: bool = False,
+                     peek: bool = False) -> list[Refund]:
+        """Refunds by sale and creation time, oldest first; ``open_only``: those in flight or
+        needing a person (a partial index: few rows however old the store is)."""
+        where, args = ["1 = 1"], []  # type: tuple[list[str], list[object]]
+        hint = ""
+        if open_only:
+            where.append(REFUNDS_OPEN_WHERE)  # the partial index's own WHERE, word for word
+            hint = "indexed by refunds_open"
+        for clause, value in (("sale_id = ?", sale_id), ("created_at >= ?", since),
+                              ("created_at < ?", until)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        with self._peek() if peek else self._read() as db:
+            rows = list(db.query(f"select * from refunds {hint} where {' and '.join(where)} "
+                                 "order by id", args))
+        return [_refund(r) for r in rows]
+
+    def refund_events(self, refund_id: int) -> list[dict[str, Any]]:
+        with self._read() as db:
+            return list(db.table("refund_events").rows_where("refund_id = ?", [refund_id],
+                                                             order_by="id"))
+
+    def refunded_amounts(self, sale_ids: list[int]) -> dict[int, int]:
+        """``sale id -> fen refunded`` (refunds in state refunded) for the API's sales."""
+        if not sale_ids:
+            return {}
+        marks = ", ".join("?" for _ in sale_ids)
+        with self._read() as db:
+            rows = db.execute(f"select sale_id, sum(amount_fen) from refunds where sale_id in "
+                              f"({marks}) and state = 'refunded' group by sale_id",
+                              sale_ids).fetchall()
+        return {int(a): int(b) for a, b in rows}
+
+    def refund_totals(self, since: float, until: float) -> list[tuple[str, int, int]]:
+        """(channel, count, fen) of the refunds refunded in [since, until), for the Z-report."""
+        with self._read() as db:
+            rows = db.execute("select coalesce(channel, ''), count(*), sum(amount_fen) from "
+                              "refunds where state = 'refunded' and refunded_at >= ? and "
+                              "refunded_at < ? group by 1 order by 1", [since, until]).fetchall()
+        return [(str(c), int(n), int(a)) for c, n, a in rows]
 
     # --- print jobs and the Z-report (posd.devices.print_queue) ---------------------------------------
 

@@ -6,6 +6,8 @@ the way the schema was built for: the open sales' partial index, the backlog cou
 from __future__ import annotations
 
 
+from collections.abc import Callable
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -160,6 +162,11 @@ def _004_open_sales_and_backlog(db: Database) -> None:
     db.execute("insert or replace into counters(name, value) select 'backlog_amount', "
                f"coalesce(sum({_backlog_amount('outbox')}), 0) from outbox "
                "where acked_at is null")
+    _backlog_triggers(db, _backlog_amount)
+
+
+def _backlog_triggers(db: Database, amount: Callable[[str], str]) -> None:
+    """The HQ backlog's counters, kept by triggers in each outbox writer's transaction."""
     for name, row, sign, when in (
         ("insert", "new", "+", "new.acked_at is null"),
         ("delete", "old", "-", "old.acked_at is null"),
@@ -167,7 +174,7 @@ def _004_open_sales_and_backlog(db: Database) -> None:
         db.execute(
             f"create trigger outbox_backlog_{name} after {name} on outbox when {when} begin "
             f"update counters set value = value {sign} 1 where name = 'backlog_count'; "
-            f"update counters set value = value {sign} {_backlog_amount(row)} "
+            f"update counters set value = value {sign} {amount(row)} "
             "where name = 'backlog_amount'; end")
     db.execute(
         "create trigger outbox_backlog_ack after update of acked_at on outbox when "
@@ -175,6 +182,50 @@ def _004_open_sales_and_backlog(db: Database) -> None:
         "update counters set value = value + (case when new.acked_at is null then 1 else -1 "
         "end) where name = 'backlog_count'; "
         "update counters set value = value + (case when new.acked_at is null then 1 else -1 "
-        f"end) * {_backlog_amount('new')} where name = 'backlog_amount'; end")
+        f"end) * {amount('new')} where name = 'backlog_amount'; end")
 
 
+#: Refunds with work to do or a person to act: few however old the store is (005_refunds).
+REFUNDS_OPEN_WHERE = "state in ('refunding', 'needs_attention')"
+
+
+@migrations(name="005_refunds")
+def _005_refunds(db: Database) -> None:
+    """Refunds (posd.core.refund): one row each plus an append-only history, written ahead of
+    every request like sales; the open ones by a partial index; a refund slip is a print job
+    of its own (``refund_id``); a refund reported to HQ counts in the backlog's money."""
+    db.table("refunds").create(
+        {"id": int, "sale_id": int, "amount_fen": int, "reason": str, "state": str,
+         "out_refund_no": str, "channel": str, "out_trade_no": str, "channel_refund_no": str,
+         "message": str, "created_at": float, "refunded_at": float, "updated_at": float,
+         "next_action": str, "next_at": float, "attempts": int, "queries": int,
+         "fail_code": str, "idempotency_key": str},
+        pk="id",
+        not_null={"sale_id", "amount_fen", "state", "out_refund_no", "created_at"},
+        foreign_keys=[("sale_id", "sales")],
+    )
+    refunds = db.table("refunds")
+    refunds.create_index(["out_refund_no"], unique=True)
+    refunds.create_index(["idempotency_key"], unique=True)
+    refunds.create_index(["sale_id"])
+    refunds.create_index(["created_at"])
+    refunds.create_index(["refunded_at"])
+    db.execute(f"create index refunds_open on refunds(id) where {REFUNDS_OPEN_WHERE}")
+    db.table("refund_events").create(
+        {"id": int, "refund_id": int, "at": float, "state": str, "action": str, "detail": str,
+         "message": str},
+        pk="id",
+        foreign_keys=[("refund_id", "refunds")],
+    )
+    db.table("refund_events").create_index(["refund_id"])
+    db.table("print_jobs").add_column("refund_id", int)
+    for name in ("insert", "delete", "ack"):
+        db.execute(f"drop trigger outbox_backlog_{name}")
+    _backlog_triggers(db, _money_moved)
+
+
+def _money_moved(row: str) -> str:
+    """The backlog's money: a paid sale's amount, a refunded refund's."""
+    return (f"(case when ({row}.kind = 'sale' and {row}.record_id like '%:paid') or "
+            f"({row}.kind = 'refund' and {row}.record_id like '%:refunded') then "
+            f"{row}.amount_fen else 0 end)")

@@ -21,6 +21,7 @@ from posd.channels.alipay.client import Alipay
 from posd.channels.alipay.config import AlipayConfig
 from posd.channels.spec import ChannelSpec, Till
 from posd.core.codes import ALIPAY_RULES, CHANNEL_NAMES
+from posd.core.refund import ALIPAY_REFUND_POLICY
 from posd.core.sale import ALIPAY_POLICY
 
 if TYPE_CHECKING:
@@ -40,5 +41,5 @@ def simulate(sandbox: Any, context: SimulatorContext) -> Gateway:
 SPEC = ChannelSpec(
     name="alipay", label=CHANNEL_NAMES["alipay"][0], label_zh=CHANNEL_NAMES["alipay"][1],
     code_rules=ALIPAY_RULES, config=AlipayConfig, policy=ALIPAY_POLICY, connect=connect,
-    doctor=doctor.checks, simulate=simulate,
+    doctor=doctor.checks, simulate=simulate, refund_policy=ALIPAY_REFUND_POLICY,
 )

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""Alipay face-to-face bar-code client (当面付条码): trade.pay, trade.query, trade.cancel. [shell]
+"""Alipay face-to-face bar-code client (当面付条码): trade.pay, .query, .cancel, .refund and
+fastpay.refund.query. [shell]
 
 Every call returns a :data:`posd.core.sale.ChannelResult` value, never raises for what the channel
 or the network did, never returns a dict (reference/channels.md §2, §4).
@@ -43,6 +44,9 @@ from posd.channels.alipay.config import AlipayConfig
 from posd.config_base import read_secret
 from posd.core.errors import AmountError, ConfigError
 from posd.core.money import Fen, format_yuan, parse_yuan
+from posd.core.refund import (
+    Abnormal, Accepted, NoRefund, Processing, RefundAnswer, Refunded, RefundRefused,
+)
 from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Unknown
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,9 @@ log = logging.getLogger(__name__)
 PAY: Final = "alipay.trade.pay"
 QUERY: Final = "alipay.trade.query"
 CANCEL: Final = "alipay.trade.cancel"
+REFUND: Final = "alipay.trade.refund"
+REFUND_QUERY: Final = "alipay.trade.fastpay.refund.query"
+REFUND_REASON_MAX: Final = 256  # refund_reason String(256)
 SUBJECT_MAX: Final = 256  # trade.pay ``subject`` String(256)
 _STRING_TO_SIGN: Final = re.compile(r"[，,]?\s*(网关生成的)?验签字符串.*", re.DOTALL)
 
@@ -167,6 +174,30 @@ class Alipay:
                 return Closed("cancel without action; trade.query: TRADE_CLOSED", refunded=None)
             case _:
                 return Unknown(f"cancel answered without action; the trade is {found}")
+
+    # --- refunds (DESIGN §9) -------------------------------------------------------------
+
+    def refund(self, out_trade_no: str, out_refund_no: str, total: Fen, amount: Fen,
+               reason: str) -> RefundAnswer:
+        """trade.refund with ``out_request_no`` always set (without it Alipay takes the
+        out_trade_no, and a second partial refund would look like a repeat of the first)."""
+        biz = {
+            "out_trade_no": out_trade_no, "out_request_no": out_refund_no,
+            "refund_amount": format_yuan(amount),  # a string: never a binary float
+            "refund_reason": _subject(reason)[:REFUND_REASON_MAX],
+            "store_id": self._store_id, "terminal_id": self._terminal_id,
+        }
+        result = _refund_result(self._call(REFUND, {k: v for k, v in biz.items() if v},
+                                           out_trade_no))
+        log.info("alipay refund %s %s %s fen -> %s", out_trade_no, out_refund_no, amount, result)
+        return result
+
+    def refund_query(self, out_trade_no: str, out_refund_no: str) -> RefundAnswer:
+        """fastpay.refund.query by the same ``out_request_no``."""
+        biz = {"out_trade_no": out_trade_no, "out_request_no": out_refund_no}
+        result = _refund_query_result(self._call(REFUND_QUERY, biz, out_trade_no), out_refund_no)
+        log.info("alipay refund.query %s %s -> %s", out_trade_no, out_refund_no, result)
+        return result
 
     # --- one request -----------------------------------------------------------------------
 
@@ -333,6 +364,59 @@ def _cancel_result(reply: _Reply) -> ChannelResult | None:
             return None
         case other:
             return Unknown(f"{CANCEL}: unknown action {text(other)!r}")
+
+
+def _refund_common(reply: _Reply, method: str) -> RefundAnswer | wire.Answer:
+    """Not a usable answer (no answer, not taken, system error): Unknown, and the query
+    decides (a refund Alipay never got is sent again under the same number)."""
+    answer = _common(reply, method)
+    if not isinstance(answer, wire.Answer):
+        assert isinstance(answer, Unknown)  # _common answers Unknown or the answer itself
+        return answer
+    return answer
+
+
+def _refund_result(reply: _Reply) -> RefundAnswer:
+    answer = _refund_common(reply, REFUND)
+    if not isinstance(answer, wire.Answer):
+        return answer
+    if answer.text("code") == "40004":
+        known = codes.REFUND_SUB_CODES.get(answer.text("sub_code"))
+        if known is None:
+            return Unknown(f"{REFUND}: {_describe(answer)}")
+        if isinstance(known, RefundRefused) and (words := text(answer.text("sub_msg"))):
+            return RefundRefused(known.code, f"{known.message} (支付宝: {words})")
+        return known
+    if answer.text("code") != "10000":
+        return Unknown(f"{REFUND}: unexpected code: {_describe(answer)}")
+    # fund_change=Y: this very call moved the money. N: a repeat of a refund made before, or
+    # nothing moved yet -- only refund.query can tell, so it is merely accepted (§2.10).
+    if answer.text("fund_change") == "Y":
+        return Refunded(answer.text("trade_no"))
+    return Accepted(answer.text("trade_no"))
+
+
+def _refund_query_result(reply: _Reply, out_refund_no: str) -> RefundAnswer:
+    answer = _refund_common(reply, REFUND_QUERY)
+    if not isinstance(answer, wire.Answer):
+        return answer
+    if answer.text("code") == "40004" and answer.text("sub_code") == "ACQ.TRADE_NOT_EXIST":
+        return NoRefund("ACQ.TRADE_NOT_EXIST")
+    if answer.text("code") != "10000":
+        return Unknown(f"{REFUND_QUERY}: {_describe(answer)}")
+    if answer.text("out_request_no") not in ("", out_refund_no):
+        return Unknown(f"{REFUND_QUERY}: the answer is for another out_request_no")
+    status = answer.text("refund_status")
+    if status == "REFUND_SUCCESS":
+        return Refunded(answer.text("trade_no"))
+    if not status and not answer.text("refund_amount"):
+        # An empty result (未查询到退款): not received or not made -- send the same again.
+        return NoRefund("refund.query: no such refund (yet)")
+    if not status:  # the refund is there, its outcome not yet: ask again later
+        return Processing("refund.query: no refund_status yet")
+    # Any other explicit status says the payout did not happen as asked: a person checks
+    # it in the Alipay console (never failed: money may be on its way).
+    return Abnormal(text(status), "Alipay reports the refund as not paid out")
 
 
 def _with_text(result: ChannelResult, words: str) -> ChannelResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from posd.config_base import ChannelConfig, check_url, optional_path
 
@@ -16,6 +16,8 @@ class AlipayConfig(ChannelConfig):
     app_private_key_file: Path | None = None
     alipay_public_key_file: Path | None = None
     ca_file: Path | None = None
+    #: how long after a payment it may be refunded: the merchant's contract (DESIGN §9)
+    refund_window_days: int = Field(default=90, ge=1, le=3 * 365)
 
     _paths = field_validator(
         "app_private_key_file", "alipay_public_key_file", "ca_file", mode="before"
@@ -33,6 +35,9 @@ class AlipayConfig(ChannelConfig):
     def public_files(self) -> list[tuple[str, Path | None]]:
         return [("alipay_public_key_file", self.alipay_public_key_file),
                 ("ca_file", self.ca_file)]
+
+    def refund_window_s(self) -> float:
+        return self.refund_window_days * 86400.0
 
     def endpoint(self) -> tuple[str, str | bool]:
         return self.gateway_url, str(self.ca_file) if self.ca_file else True

@@ -8,6 +8,7 @@
 | ``GET /_sim/faults``  | faults still queued                                     |
 | ``POST /_sim/faults`` | ``{"kind", "path"?, "count"?, "seconds"?, "process"?}``  |
 | ``POST /_sim/script`` | ``{"auth_code", "outcome", "confirm_delay_s"?, "reverse_retries"?}`` |
+| ``POST /_sim/script_refund`` | ``{"out_trade_no", "outcome", "channel"?}``: the trade's next refund |
 | ``POST /_sim/reset``  | forget trades, scripts and faults                       |
 
 Answers are 200 with JSON, 400 ``{"error": ...}`` for a bad body, 404 for anything else. The
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from posd.channels.simulator.faults import FaultKind, parse_fault
-from posd.channels.simulator.ledger import Outcome, Trade, Violation
+from posd.channels.simulator.ledger import Outcome, RefundOutcome, Trade, Violation
 
 Answer = tuple[int, dict[str, object]]
 
@@ -39,6 +40,8 @@ class Controlled(Protocol):
                   seconds: float | None = None, process: bool = True) -> None: ...
     def script(self, auth_code: str, outcome: Outcome | str, *,
                confirm_delay_s: float | None = None, reverse_retries: int = 2) -> None: ...
+    def script_refund(self, out_trade_no: str, outcome: RefundOutcome | str, *,
+                      channel: str = "wechat") -> None: ...
     def reset(self) -> None: ...
 
 
@@ -61,6 +64,8 @@ def handle_control(sim: Controlled, method: str, path: str, body: bytes) -> Answ
                 return 200, _add_fault(sim, _json_object(body))
             case ("POST", "/_sim/script"):
                 return 200, _script(sim, _json_object(body))
+            case ("POST", "/_sim/script_refund"):
+                return 200, _script_refund(sim, _json_object(body))
             case ("POST", "/_sim/reset"):
                 sim.reset()
                 return 200, {"ok": True}
@@ -111,6 +116,22 @@ def _script(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object]
     return {"ok": True}
 
 
+def _script_refund(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object]:
+    unknown = set(payload) - {"out_trade_no", "outcome", "channel"}
+    if unknown:
+        raise ValueError(f"unknown script_refund field(s): {', '.join(sorted(unknown))}")
+    number, outcome = payload.get("out_trade_no"), payload.get("outcome")
+    channel = payload.get("channel", "wechat")
+    if not isinstance(number, str) or not number:
+        raise ValueError("out_trade_no must be a non-empty string")
+    if outcome not in set(RefundOutcome):
+        raise ValueError(f"outcome must be one of {', '.join(RefundOutcome)}, got {outcome!r}")
+    if not isinstance(channel, str):
+        raise ValueError("channel must be a string")
+    sim.script_refund(number, str(outcome), channel=channel)
+    return {"ok": True}
+
+
 def trade_json(trade: Trade, calls: dict[str, int]) -> dict[str, object]:
     """A trade as JSON-able data (the masked code only; the digest stays inside)."""
     return {
@@ -127,6 +148,10 @@ def trade_json(trade: Trade, calls: dict[str, int]) -> dict[str, object]:
         "closed_at": trade.closed_at,
         "events": [{"at": e.at, "kind": e.kind, "detail": e.detail} for e in trade.events],
         "calls": calls,
+        "refunds": [{"out_refund_no": r.out_refund_no, "channel_refund_no": r.channel_refund_no,
+                     "amount": r.amount, "outcome": r.outcome.value, "status": r.status.value,
+                     "created_at": r.created_at, "succeeded_at": r.succeeded_at,
+                     "requests": r.requests} for r in trade.refunds],
     }
 
 

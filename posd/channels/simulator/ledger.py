@@ -117,6 +117,60 @@ class ReverseAnswer(enum.StrEnum):
     REFUNDED = "refunded"  # the money went back
 
 
+class RefundOutcome(enum.StrEnum):
+    """What happens to a refund: by the last two digits of its amount in fen (DESIGN §9)."""
+
+    REFUNDED = "refunded"  # any other ending: refunded at once
+    PROCESSING = "processing"  # 01: processing for refund_delay_s, then refunded
+    CHANGE = "change"  # 02: processing, then the bank refuses it (CHANGE / abnormal)
+    BALANCE = "balance"  # 03: the merchant's balance is too low: refused, nothing moves
+    ERROR_BUT_DONE = "error_but_done"  # 05: the answer is SYSTEMERROR / 20000, it happens
+    HANG_BUT_DONE = "hang_but_done"  # 06: the answer hangs past the read timeout, it happens
+
+
+#: The sandbox refunds: last two digits of the amount in fen -> outcome.
+REFUND_ENDINGS: Mapping[str, RefundOutcome] = {
+    "01": RefundOutcome.PROCESSING, "02": RefundOutcome.CHANGE, "03": RefundOutcome.BALANCE,
+    "05": RefundOutcome.ERROR_BUT_DONE, "06": RefundOutcome.HANG_BUT_DONE,
+}
+
+
+def refund_outcome_for(amount: Fen) -> RefundOutcome:
+    return REFUND_ENDINGS.get(f"{int(amount) % 100:02d}", RefundOutcome.REFUNDED)
+
+
+class RefundStatus(enum.StrEnum):
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    CHANGE = "change"  # the bank refused the payout: the money is stuck, a person acts
+
+
+class RefundReply(enum.StrEnum):
+    """The ledger's answer to a refund request (each gateway words it its own way)."""
+
+    ACCEPTED = "accepted"  # new, or the same request again: see the refund's status
+    NO_TRADE = "no_trade"
+    NOT_PAID = "not_paid"  # the trade was never paid, or was reversed
+    TOO_MUCH = "too_much"  # more than is left of the payment
+    MISMATCH = "mismatch"  # the same number with another amount
+    BALANCE = "balance"  # the merchant's balance is too low: nothing moved
+    ERROR_BUT_DONE = "error_but_done"
+    HANG_BUT_DONE = "hang_but_done"
+
+
+@dataclass(slots=True)
+class RefundEntry:
+    out_refund_no: str
+    channel_refund_no: str
+    amount: Fen
+    outcome: RefundOutcome
+    created_at: float
+    status: RefundStatus
+    done_at: float | None = None  # when processing ends (PROCESSING, CHANGE)
+    succeeded_at: float | None = None
+    requests: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class PayRequest:
     channel: str
@@ -155,6 +209,12 @@ class Trade:
     closed_at: float | None = None  # reversed or refunded
     reverse_retries_left: int = 0
     events: list[Event] = field(default_factory=list)
+    refunds: list[RefundEntry] = field(default_factory=list)
+
+    @property
+    def refunded_amount(self) -> Fen:
+        """What refunds took back (processing ones included: the money is on its way)."""
+        return Fen(sum(int(r.amount) for r in self.refunds if r.status is not RefundStatus.CHANGE))
 
     @property
     def buyer_ref(self) -> str:
@@ -184,6 +244,7 @@ class Ledger:
         secret: bytes,
         confirm_delay_s: float = 8.0,
         close_unpaid_after_s: float | None = None,
+        refund_delay_s: float = 8.0,
     ) -> None:
         """``close_unpaid_after_s``: close trades still waiting this long after the pay, as
         WeChat does after 45 s (channels.md §1.7). None (the default): they wait until reversed.
@@ -191,6 +252,9 @@ class Ledger:
         self._secret = secret
         self._confirm_delay_s = confirm_delay_s
         self._close_after_s = close_unpaid_after_s
+        self._refund_delay_s = refund_delay_s
+        self._refund_scripts: dict[Key, RefundOutcome] = {}
+        self._refund_numbers = 0
         self._trades: dict[Key, Trade] = {}
         self._scripts: dict[str, Script] = {}
         self._calls: Counter[tuple[str, str, str]] = Counter()
@@ -217,6 +281,11 @@ class Ledger:
             for raw in data["trades"]:  # type: ignore[attr-defined]
                 row = dict(raw)
                 row["events"] = [Event(**e) for e in row["events"]]
+                row["refunds"] = [
+                    RefundEntry(**(r | {"amount": Fen(r["amount"]),
+                                        "outcome": RefundOutcome(r["outcome"]),
+                                        "status": RefundStatus(r["status"])}))
+                    for r in row.get("refunds", [])]
                 row["outcome"] = Outcome(row["outcome"])
                 row["state"] = TradeState(row["state"])
                 row["amount"] = Fen(row["amount"])
@@ -241,6 +310,7 @@ class Ledger:
         """Forget trades, scripts, counters and violations."""
         self._trades.clear()
         self._scripts.clear()
+        self._refund_scripts.clear()
         self._calls.clear()
         self._violations.clear()
 
@@ -291,6 +361,54 @@ class Ledger:
         if now - trade.created_at > REVERSE_MAX_AGE_S:
             return ReverseAnswer.EXPIRED
         return _reverse(trade, now)
+
+    def script_refund(self, channel: str, out_trade_no: str, outcome: RefundOutcome) -> None:
+        """Make the next new refund of this trade behave as ``outcome``, whatever its amount."""
+        self._refund_scripts[(channel, out_trade_no)] = outcome
+
+    def refund(self, trade: Trade | None, out_refund_no: str, amount: Fen,
+               now: float) -> tuple[RefundReply, RefundEntry | None]:
+        """A refund request for ``trade`` (found with :meth:`find`). The same number is the
+        same refund: repeated, it is answered as it stands, and never refunds twice."""
+        if trade is None:
+            return RefundReply.NO_TRADE, None
+        if (entry := self._refund_of(trade, out_refund_no)) is not None:
+            self._settle_refund(entry, now)
+            entry.requests += 1
+            trade.events.append(Event(now, "refund_repeated", out_refund_no))
+            if entry.amount != amount:
+                self._violate(trade, now, "refund", "out_refund_no_reused", "another amount")
+                return RefundReply.MISMATCH, entry
+            return RefundReply.ACCEPTED, entry
+        if trade.state is not TradeState.PAID:
+            return RefundReply.NOT_PAID, None
+        if int(trade.refunded_amount) + int(amount) > int(trade.amount):
+            return RefundReply.TOO_MUCH, None
+        outcome = self._refund_scripts.pop((trade.channel, trade.out_trade_no), None) \
+            or refund_outcome_for(amount)
+        if outcome is RefundOutcome.BALANCE:
+            trade.events.append(Event(now, "refund_refused", "merchant balance"))
+            return RefundReply.BALANCE, None
+        self._refund_numbers += 1
+        entry = RefundEntry(out_refund_no, f"{trade.channel_trade_no[:20]}R{self._refund_numbers:05d}",
+                            amount, outcome, now, RefundStatus.SUCCESS)
+        if outcome in (RefundOutcome.PROCESSING, RefundOutcome.CHANGE):
+            entry.status, entry.done_at = RefundStatus.PROCESSING, now + self._refund_delay_s
+        else:
+            entry.succeeded_at = now
+        trade.refunds.append(entry)
+        trade.events.append(Event(now, "refund", f"{out_refund_no} {int(amount)} {outcome.value}"))
+        reply = {RefundOutcome.ERROR_BUT_DONE: RefundReply.ERROR_BUT_DONE,
+                 RefundOutcome.HANG_BUT_DONE: RefundReply.HANG_BUT_DONE}.get(outcome)
+        return reply or RefundReply.ACCEPTED, entry
+
+    def find_refund(self, trade: Trade | None, out_refund_no: str,
+                    now: float) -> RefundEntry | None:
+        """The refund under ``out_refund_no``, settled at ``now``; None when there is none."""
+        if trade is None or (entry := self._refund_of(trade, out_refund_no)) is None:
+            return None
+        self._settle_refund(entry, now)
+        return entry
 
     # --- what tests read ------------------------------------------------------------------
 
@@ -365,6 +483,20 @@ class Ledger:
             TradeState.FAILED: PayAnswer.DECLINED,
             TradeState.CLOSED: PayAnswer.ALREADY_CLOSED,
         }[trade.state]
+
+    @staticmethod
+    def _refund_of(trade: Trade, out_refund_no: str) -> RefundEntry | None:
+        return next((r for r in trade.refunds if r.out_refund_no == out_refund_no), None)
+
+    @staticmethod
+    def _settle_refund(entry: RefundEntry, now: float) -> None:
+        """A processing refund ends at ``done_at``: paid out, or refused by the bank."""
+        if entry.status is RefundStatus.PROCESSING and entry.done_at is not None \
+                and entry.done_at <= now:
+            if entry.outcome is RefundOutcome.CHANGE:
+                entry.status = RefundStatus.CHANGE
+            else:
+                entry.status, entry.succeeded_at = RefundStatus.SUCCESS, entry.done_at
 
     def _settle(self, trade: Trade, now: float) -> None:
         """Let the customer confirm if their moment has come, or the channel close the trade."""

@@ -47,6 +47,7 @@ from posd.channels.simulator.ledger import (
     ENDINGS,
     Ledger,
     Outcome,
+    RefundOutcome,
     Script,
 )
 from posd.channels.simulator.transport import (
@@ -77,7 +78,8 @@ class Simulator:
     """The channel simulator (DESIGN.md §5): start it, point posd at :attr:`url`, stop it.
 
     ``clock`` gives the ledger's time (tests inject one to move minutes in an instant);
-    ``confirm_delay_s`` is when code 0001's customer confirms; ``hang_s`` how long code 0006
+    ``confirm_delay_s`` is when code 0001's customer confirms; ``refund_delay_s`` how long a
+    refund ending 01 or 02 is processing; ``hang_s`` how long code 0006
     and the ``hang`` fault block; ``min_reverse_delay_s`` WeChat's "not before 15 s";
     ``close_unpaid_after_s`` closes trades left unpaid that long (WeChat: 45 s; default: never,
     so that 0002 waits until reversed); ``alipay`` adds Alipay's ``/gateway.do``.
@@ -93,6 +95,7 @@ class Simulator:
         tls: ServerTls | None = None,
         clock: Callable[[], float] = time.time,
         confirm_delay_s: float = 8.0,
+        refund_delay_s: float = 8.0,
         hang_s: float = 15.0,
         min_reverse_delay_s: float = 15.0,
         close_unpaid_after_s: float | None = None,
@@ -108,6 +111,7 @@ class Simulator:
         self._ledger = Ledger(
             secret=secrets.token_bytes(32),
             confirm_delay_s=confirm_delay_s,
+            refund_delay_s=refund_delay_s,
             close_unpaid_after_s=close_unpaid_after_s,
         )
         self._ledger_file = ledger_file
@@ -266,6 +270,12 @@ class Simulator:
             self._ledger.script(
                 auth_code, Script(Outcome(outcome), confirm_delay_s, reverse_retries)
             )
+
+    def script_refund(self, out_trade_no: str, outcome: RefundOutcome | str, *,
+                      channel: str = "wechat") -> None:
+        """Make the next new refund of this trade behave as ``outcome``, whatever its amount."""
+        with self._lock:
+            self._ledger.script_refund(channel, out_trade_no, RefundOutcome(outcome))
 
     def reset(self) -> None:
         """Forget trades, call counters, violations, scripts and queued faults."""

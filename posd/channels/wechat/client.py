@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""WeChat Pay v2 client: micropay, orderquery, reverse. [shell]
+"""WeChat Pay v2 client: micropay, orderquery, reverse, refund, refundquery. [shell]
 
 Every call returns a :data:`posd.core.sale.ChannelResult` value, never raises for what the channel
 or the network did, never returns a dict (reference/channels.md §1, §4).
@@ -34,6 +34,9 @@ from posd.channels.wechat.config import WechatConfig
 from posd.config_base import read_secret
 from posd.core.errors import ConfigError
 from posd.core.money import Fen
+from posd.core.refund import (
+    Abnormal, Accepted, NoRefund, Processing, RefundAnswer, Refunded, RefundRefused,
+)
 from posd.core.sale import (
     ChannelResult,
     Closed,
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 MICROPAY: Final = "/pay/micropay"
 ORDERQUERY: Final = "/pay/orderquery"
 REVERSE: Final = "/secapi/pay/reverse"  # /secapi/: mutual TLS with the merchant certificate
+REFUND: Final = "/secapi/pay/refund"  # the client certificate on every refund call (§1.8)
+REFUNDQUERY: Final = "/pay/refundquery"
+REFUND_DESC_MAX: Final = 80  # ``refund_desc`` String(80)
 BODY_MAX_BYTES: Final = 127  # micropay ``body`` String(127); counted in UTF-8 bytes to be safe
 DEVICE_INFO_MAX: Final = 32  # ``device_info`` String(32)
 
@@ -137,6 +143,30 @@ REVERSE_ERRORS: Final[Mapping[str, ChannelResult]] = {
 }
 
 
+#: refund ``err_code`` -> answer (§1.8). Not listed (SYSTEMERROR, BIZERR_NEED_RETRY,
+#: FREQUENCY_LIMITED, new codes): Unknown, and posd queries before anything else.
+_REFUND_REFUSED: Final = "WeChat refused the refund"
+REFUND_ERRORS: Final[Mapping[str, RefundAnswer]] = {
+    # the merchant's balance, not the customer's: top up in the merchant portal
+    "NOTENOUGH": RefundRefused("NOTENOUGH", "the merchant account's balance is too low"),
+    "TRADE_OVERDUE": RefundRefused("TRADE_OVERDUE", "the payment is too old to refund"),
+    "USER_ACCOUNT_ABNORMAL": RefundRefused("USER_ACCOUNT_ABNORMAL",
+                                           "the customer's account cannot take the refund"),
+    "INVALID_TRANSACTIONID": RefundRefused("INVALID_TRANSACTIONID", _REFUND_REFUSED),
+    # 业务错误 with a reason: refunded in full already, more than the payment, ...
+    "ERROR": RefundRefused("ERROR", _REFUND_REFUSED),
+    **{code: RefundRefused(code, _REFUND_REFUSED) for code in CONFIG_ERRORS
+       if code not in ("INVALID_REQUEST",)},
+}
+
+#: refundquery ``refund_status_$n`` -> answer (§1.8).
+REFUND_STATUSES: Final[Mapping[str, RefundAnswer]] = {
+    "PROCESSING": Processing("PROCESSING"),
+    "REFUNDCLOSE": RefundRefused("REFUNDCLOSE", "WeChat closed the refund without paying it"),
+    "CHANGE": Abnormal("CHANGE", "the customer's bank card refused the refund (退款异常)"),
+}
+
+
 _Answer = Mapping[str, str] | Rejected | Unknown  # Rejected: return_code=FAIL
 
 
@@ -202,6 +232,30 @@ class WechatPay:
         answer = self._call(REVERSE, self._common(out_trade_no), out_trade_no)
         result = _reverse_result(answer)
         log.info("wechat reverse %s -> %s", out_trade_no, result)
+        return result
+
+    # --- refunds (DESIGN §9) ------------------------------------------------------------
+
+    def refund(self, out_trade_no: str, out_refund_no: str, total: Fen, amount: Fen,
+               reason: str) -> RefundAnswer:
+        """/secapi/pay/refund. SUCCESS only means *accepted* (§1.8): the query says more."""
+        params = self._common(out_trade_no) | {
+            "out_refund_no": out_refund_no, "total_fee": str(int(total)),
+            "refund_fee": str(int(amount)), "refund_fee_type": "CNY",
+            "refund_desc": "".join(c if c.isprintable() else " " for c in reason)[
+                :REFUND_DESC_MAX] or "refund",
+        }
+        result = _refund_result(self._call(REFUND, params, out_trade_no), out_refund_no)
+        log.info("wechat refund %s %s %s fen -> %s", out_trade_no, out_refund_no, amount, result)
+        return result
+
+    def refund_query(self, out_trade_no: str, out_refund_no: str) -> RefundAnswer:
+        """/pay/refundquery by ``out_refund_no``: this refund's status."""
+        params = self._common(out_trade_no)
+        del params["out_trade_no"]
+        params["out_refund_no"] = out_refund_no
+        result = _refundquery_result(self._call(REFUNDQUERY, params, out_trade_no), out_refund_no)
+        log.info("wechat refundquery %s %s -> %s", out_trade_no, out_refund_no, result)
         return result
 
     # --- one request -----------------------------------------------------------------------
@@ -324,6 +378,51 @@ def _reverse_result(answer: _Answer) -> ChannelResult:
     if answer["result_code"] == "SUCCESS":
         return Closed("reversed", refunded=None)
     return _by_err_code(REVERSE_ERRORS, answer, REVERSE)
+
+
+def _refund_result(answer: _Answer, out_refund_no: str) -> RefundAnswer:
+    if isinstance(answer, Unknown):
+        return answer
+    if isinstance(answer, Rejected):
+        # Not taken (nothing changed by *this* request); an earlier try may have been: the
+        # query decides, and a refund WeChat never got is sent again under the same number.
+        return Unknown(f"{REFUND}: return_code=FAIL: {answer.message}")
+    if answer.get("out_refund_no", out_refund_no) != out_refund_no:
+        return Unknown(f"{REFUND}: the answer is for another out_refund_no")
+    if answer["result_code"] == "SUCCESS":
+        return Accepted(answer.get("refund_id", ""))
+    known = REFUND_ERRORS.get(answer.get("err_code", ""))
+    words = text(answer.get("err_code_des", ""))
+    if known is None:
+        return Unknown(f"{REFUND}: err_code {text(answer.get('err_code', ''))!r}: {words}")
+    if isinstance(known, RefundRefused) and words:
+        return RefundRefused(known.code, f"{known.message} (微信: {words})")
+    return known
+
+
+def _refundquery_result(answer: _Answer, out_refund_no: str) -> RefundAnswer:
+    if isinstance(answer, Unknown):
+        return answer
+    if isinstance(answer, Rejected):
+        return Unknown(f"{REFUNDQUERY}: request not accepted: {answer.message}")
+    if answer["result_code"] != "SUCCESS":
+        if answer.get("err_code") == "REFUNDNOTEXIST":
+            return NoRefund("REFUNDNOTEXIST")
+        return Unknown(f"{REFUNDQUERY}: err_code {text(answer.get('err_code', ''))!r}")
+    # refund_count refunds, numbered from 0; ours is the one with our number.
+    count = answer.get("refund_count", "")
+    if not (count.isascii() and count.isdigit()):
+        return Unknown(f"{REFUNDQUERY}: SUCCESS without refund_count")
+    for n in range(int(count)):
+        if answer.get(f"out_refund_no_{n}") != out_refund_no:
+            continue
+        status = answer.get(f"refund_status_{n}", "")
+        if status == "SUCCESS":
+            return Refunded(answer.get(f"refund_id_{n}", ""))
+        known = REFUND_STATUSES.get(status)
+        return known if known is not None else Unknown(
+            f"{REFUNDQUERY}: refund_status {text(status)!r}")
+    return NoRefund(f"{REFUNDQUERY}: {out_refund_no} not among the order's refunds")
 
 
 def _with_text(result: ChannelResult, words: str) -> ChannelResult:

@@ -24,6 +24,8 @@ from datetime import datetime
 from posd.core.zones import BEIJING
 from posd.channels.simulator.gateway import Reply, Request, Tamper
 from posd.channels.simulator.ledger import (
+    RefundReply,
+    RefundStatus,
     Ledger,
     Outcome,
     PayAnswer,
@@ -100,6 +102,17 @@ _ENDPOINTS = {
     "/secapi/pay/reverse": _Endpoint(
         "reverse", "reverse", _COMMON, _OPTIONAL | set(_BY_TRADE), _BY_TRADE, client_cert=True
     ),
+    "/secapi/pay/refund": _Endpoint(
+        "refund", "refund", _COMMON | {"out_refund_no", "total_fee", "refund_fee"},
+        _OPTIONAL | set(_BY_TRADE) | {"refund_fee_type", "refund_desc", "refund_account",
+                                      "notify_url"},
+        _BY_TRADE, client_cert=True,
+    ),
+    "/pay/refundquery": _Endpoint(
+        "refundquery", "refund_query", _COMMON,
+        _OPTIONAL | set(_BY_TRADE) | {"out_refund_no", "refund_id", "offset"},
+        ("out_refund_no", "refund_id", *_BY_TRADE),
+    ),
     "/pay/downloadbill": _Endpoint(
         "downloadbill",
         "bill",
@@ -122,7 +135,15 @@ _DES = {
     "ORDERNOTEXIST": "此交易订单号不存在",
     "REVERSE_EXPIRE": "订单已经超过撤销时间",
     "PARAM_ERROR": "参数错误",
+    "NOTENOUGH_REFUND": "基本账户余额不足，请充值后重新发起",
+    "REFUNDNOTEXIST": "退款订单查询失败",
+    "ERROR_NOT_PAID": "订单未支付，不能退款",
+    "ERROR_TOO_MUCH": "累计退款金额大于支付金额",
+    "ERROR_MISMATCH": "同一笔退款单号的退款金额不一致",
 }
+#: refund status -> refund_status_$n (§1.8)
+_REFUND_STATUSES = {RefundStatus.PROCESSING: "PROCESSING", RefundStatus.SUCCESS: "SUCCESS",
+                    RefundStatus.CHANGE: "CHANGE"}
 _DECLINES = {Outcome.INSUFFICIENT_BALANCE: "NOTENOUGH", Outcome.CODE_EXPIRED: "AUTHCODEEXPIRE"}
 _PAY_ERRORS = {
     PayAnswer.WAITING: "USERPAYING",
@@ -232,6 +253,8 @@ class WechatGateway:
             "orderquery": self._orderquery,
             "reverse": self._reverse,
             "downloadbill": self._downloadbill,
+            "refund": self._refund,
+            "refundquery": self._refundquery,
         }
 
     def handles(self, path: str) -> bool:
@@ -380,6 +403,66 @@ class WechatGateway:
         err_code, recall = _REVERSE[answer]
         body = {"result_code": "SUCCESS"} if err_code is None else _error(err_code)
         return self._signed(fields, {**body, "recall": recall})
+
+    def _refund(self, fields: dict[str, str], now: float) -> Reply:
+        """Refund: SUCCESS means accepted; the refund itself is seen with refundquery."""
+        trade = self._find(fields, now)
+        if not (_TOTAL_FEE.fullmatch(fields["refund_fee"]) and _TOTAL_FEE.fullmatch(
+                fields["total_fee"])):
+            return self._signed(fields, _error("PARAM_ERROR", "refund_fee参数格式错误"))
+        if trade is not None and int(fields["total_fee"]) != trade.amount:
+            return self._signed(fields, _error("PARAM_ERROR", "订单金额与原订单不一致"))
+        reply, entry = self._ledger.refund(trade, fields["out_refund_no"],
+                                           Fen(int(fields["refund_fee"])), now)
+        log.info("wechat refund %s %s: %s", fields.get("out_trade_no", ""),
+                 fields["out_refund_no"], reply.value)
+        match reply:
+            case RefundReply.NO_TRADE:
+                return self._signed(fields, _error("ORDERNOTEXIST"))
+            case RefundReply.NOT_PAID:
+                return self._signed(fields, _error("ERROR", _DES["ERROR_NOT_PAID"]))
+            case RefundReply.TOO_MUCH:
+                return self._signed(fields, _error("ERROR", _DES["ERROR_TOO_MUCH"]))
+            case RefundReply.MISMATCH:
+                return self._signed(fields, _error("ERROR", _DES["ERROR_MISMATCH"]))
+            case RefundReply.BALANCE:
+                return self._signed(fields, _error("NOTENOUGH", _DES["NOTENOUGH_REFUND"]))
+            case RefundReply.ERROR_BUT_DONE:
+                return self._signed(fields, _error("SYSTEMERROR"))
+        assert trade is not None and entry is not None  # accepted, or hang_but_done
+        body = {"result_code": "SUCCESS", "transaction_id": trade.channel_trade_no,
+                "out_trade_no": trade.out_trade_no, "out_refund_no": entry.out_refund_no,
+                "refund_id": entry.channel_refund_no, "refund_fee": str(entry.amount),
+                "total_fee": str(trade.amount), "cash_fee": str(trade.amount)}
+        return self._signed(fields, body, hang=reply is RefundReply.HANG_BUT_DONE)
+
+    def _refundquery(self, fields: dict[str, str], now: float) -> Reply:
+        """Refundquery by out_refund_no (or every refund of the trade)."""
+        if fields.get("out_refund_no"):
+            trade = next((t for t in self._ledger.trades(now) if t.channel == CHANNEL and any(
+                r.out_refund_no == fields["out_refund_no"] for r in t.refunds)), None)
+            if trade is None or (fields.get("out_trade_no") not in (None, "", trade.out_trade_no)):
+                return self._signed(fields, _error("REFUNDNOTEXIST"))
+            entries = [r for r in trade.refunds if r.out_refund_no == fields["out_refund_no"]]
+        else:
+            trade = self._find(fields, now)
+            entries = trade.refunds if trade is not None else []
+        if trade is None or not entries:
+            return self._signed(fields, _error("REFUNDNOTEXIST"))
+        body = {"result_code": "SUCCESS", "transaction_id": trade.channel_trade_no,
+                "out_trade_no": trade.out_trade_no, "total_fee": str(trade.amount),
+                "cash_fee": str(trade.amount), "refund_count": str(len(entries))}
+        for n, entry in enumerate(entries):
+            self._ledger.find_refund(trade, entry.out_refund_no, now)  # settle it
+            body |= {f"out_refund_no_{n}": entry.out_refund_no,
+                     f"refund_id_{n}": entry.channel_refund_no,
+                     f"refund_fee_{n}": str(entry.amount),
+                     f"refund_status_{n}": _REFUND_STATUSES[entry.status],
+                     f"refund_channel_{n}": "ORIGINAL"}
+            if entry.succeeded_at is not None:
+                body[f"refund_success_time_{n}"] = datetime.fromtimestamp(
+                    entry.succeeded_at, BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+        return self._signed(fields, body)
 
     def _downloadbill(self, fields: dict[str, str], now: float) -> Reply:
         day = parse_bill_date(fields["bill_date"])
