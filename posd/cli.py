@@ -54,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     charge.add_argument("--json", action="store_true", help="print the final sale as JSON")
     cancel = with_config(add("cancel", "Cancel a sale (reverses it if a code was sent)."))
     cancel.add_argument("sale_id", type=int)
+    refund = with_config(add("refund", "Refund all or part of a paid sale (manager token); "
+                             "exit 0 only when refunded."))
+    refund.add_argument("sale_id", type=int)
+    refund.add_argument("amount", nargs="?", help="yuan, e.g. 12.50 (default: all that is left)")
+    refund.add_argument("--reason", required=True, help="why (kept, sent to the channel)")
+    refund.add_argument("--json", action="store_true", help="print the final refund as JSON")
+    refunds = with_config(add("refunds", "List refunds."))
+    refunds.add_argument("--date", help="YYYY-MM-DD (default today)")
+    refunds.add_argument("--json", action="store_true")
+    resolve = with_config(add("resolve", "Record how a sale that needs attention ended "
+                              "(manager token)."))
+    resolve.add_argument("sale_id", type=int)
+    resolve.add_argument("--as", dest="as_", required=True, choices=["paid", "reversed"])
+    resolve.add_argument("--note", required=True, help="what you checked, and where")
     sales = with_config(add("sales", "List sales."))
     sales.add_argument("--date", help="YYYY-MM-DD (default: today)")
     sales.add_argument("--json", action="store_true")
@@ -251,6 +265,33 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_refund(args: argparse.Namespace) -> int:
+    from posd.client import ApiClient, refund
+
+    client = ApiClient.from_config(_load(args), manager=True)
+    return refund(client, args.sale_id, args.amount, args.reason, as_json=args.json)
+
+
+def cmd_refunds(args: argparse.Namespace) -> int:
+    from posd.client import print_refunds
+
+    refunds = _client(args).list_refunds(date=args.date)
+    if args.json:
+        print(json.dumps(refunds, ensure_ascii=False, indent=2))
+    else:
+        print_refunds(refunds)
+    return EX_OK
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from posd.client import ApiClient
+
+    sale = ApiClient.from_config(_load(args), manager=True).resolve(args.sale_id, args.as_,
+                                                                     args.note)
+    print(f"sale {sale['id']}: {sale['state']} - {sale['message']}")
+    return EX_OK
+
+
 def cmd_sales(args: argparse.Namespace) -> int:
     from posd.client import print_sales
 
@@ -317,6 +358,9 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "charge": cmd_charge,
     "cancel": cmd_cancel,
+    "refund": cmd_refund,
+    "refunds": cmd_refunds,
+    "resolve": cmd_resolve,
     "sales": cmd_sales,
     "simulator": cmd_simulator,
     "config check": cmd_config_check,

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""The CLI's side of the local API: ``posd charge``, ``cancel`` and ``sales`` talk to the daemon."""
+"""The CLI's side of the local API: ``posd charge``, ``cancel``, ``sales``, ``refund``,
+``refunds`` and ``resolve`` talk to the daemon."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from requests.adapters import HTTPAdapter
 
 from posd.config import Config
 from posd.config_base import read_secret
-from posd.core.errors import PosdError
+from posd.core.errors import ConfigError, PosdError
 from posd.core import sale as sale_states
 from posd.core.money import parse_yuan
 
@@ -57,8 +58,17 @@ class ApiClient:
             self._session.mount("https://", PinnedCertificate(cert_file))
 
     @classmethod
-    def from_config(cls, config: Config) -> ApiClient:
-        token = read_secret(config.api.token_file, "api.token_file").decode().strip()
+    def from_config(cls, config: Config, *, manager: bool = False) -> ApiClient:
+        """A client with the cashier's token, or with the manager's (``manager``: refunds and
+        resolving; ConfigError when ``api.manager_token_file`` is not set)."""
+        if manager:
+            if config.api.manager_token_file is None:
+                raise ConfigError("refunds and resolving need the manager's token: set "
+                                  "api.manager_token_file (docs/refunds.md)")
+            token = read_secret(config.api.manager_token_file,
+                                "api.manager_token_file").decode().strip()
+        else:
+            token = read_secret(config.api.token_file, "api.token_file").decode().strip()
         host = config.api.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -117,6 +127,26 @@ class ApiClient:
     def list_sales(self, *, date: str | None = None) -> Any:
         params = {"date": date} if date else {}
         return self._call("GET", "/v1/sales", params=params)["sales"]
+
+    def refund(self, sale_id: int, amount: int | None, reason: str) -> Any:
+        body: dict[str, Any] = {"reason": reason}
+        if amount is not None:
+            body["amount"] = amount
+        # One key per command: a retried HTTP call cannot make a second refund.
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        return self._call("POST", f"/v1/sales/{sale_id}/refunds", json=body, headers=headers)
+
+    def wait_refund(self, refund_id: int, seconds: float = 25.0) -> Any:
+        return self._call("GET", f"/v1/refunds/{refund_id}", params={"wait": seconds},
+                          read_timeout=seconds + 10)
+
+    def list_refunds(self, *, date: str | None = None) -> Any:
+        params = {"date": date} if date else {}
+        return self._call("GET", "/v1/refunds", params=params)["refunds"]
+
+    def resolve(self, sale_id: int, as_: str, note: str) -> Any:
+        return self._call("POST", f"/v1/sales/{sale_id}/resolve",
+                          json={"as": as_, "note": note})
 
     def health(self) -> Any:
         """GET /v1/health (no token needed): what the running daemon says about itself."""
@@ -227,3 +257,50 @@ def print_sales(sales: list[Any]) -> None:
         amount = f"{s['amount'] // 100}.{s['amount'] % 100:02d}"
         print(f"{s['id']:>5}  {s['created_at'][:19]:19}  {amount:>10}  {s['channel'] or '-':7}  "
               f"{s['state']:15}  {s['out_trade_no']}")
+
+
+#: ``posd refund``'s exit codes: refunded; not refunded (refund_failed); needs attention;
+#: not known yet (posd goes on with it).
+EXIT_REFUNDED, EXIT_NOT_REFUNDED = 0, 1
+
+
+def refund(client: ApiClient, sale_id: int, amount_text: str | None, reason: str, *,
+           as_json: bool) -> int:
+    """Ask for a refund and follow it to a final state (a WeChat refund is first queried a
+    minute after it was accepted: the command waits that long)."""
+    import json
+
+    amount = parse_yuan(amount_text) if amount_text is not None else None
+    made = client.refund(sale_id, amount, reason)
+    out = sys.stderr if as_json else sys.stdout
+    print(f"refund {made['id']} of sale {sale_id}: {_yuan(made['amount'])} - {made['message']}",
+          file=out, flush=True)
+    while not made["final"]:
+        try:
+            made = client.wait_refund(made["id"])
+        except ApiError as err:
+            print(f"not known yet: posd keeps working on refund {made['id']} (last seen "
+                  f"{made['state']}); do not refund this sale another way -- follow it with "
+                  f"`posd refunds` ({err})", file=sys.stderr, flush=True)
+            return EXIT_NOT_KNOWN_YET
+    if as_json:
+        print(json.dumps(made, ensure_ascii=False, indent=2))
+    else:
+        print(f"refund {made['id']}: {made['state']} {_yuan(made['amount'])} - "
+              f"{made['message']} (refund no. {made['out_refund_no']})")
+    return {"refunded": EXIT_REFUNDED, "needs_attention": EXIT_ATTENTION}.get(
+        made["state"], EXIT_NOT_REFUNDED)
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def print_refunds(refunds: list[Any]) -> None:
+    if not refunds:
+        print("no refunds")
+        return
+    print(f"{'id':>5}  {'time':19}  {'sale':>5}  {'amount':>10}  {'state':15}  out_refund_no")
+    for r in refunds:
+        print(f"{r['id']:>5}  {r['created_at'][:19]:19}  {r['sale_id']:>5}  "
+              f"{_yuan(r['amount']):>10}  {r['state']:15}  {r['out_refund_no']}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -18,10 +19,11 @@ from posd.core import receipt
 from posd.api import ApiServer, create_app
 from posd.channels import Channel, registry
 from posd.channels.spec import Till
-from posd.config import Config, read_api_token
+from posd.config import Config, read_api_token, read_manager_token
 from posd.engine import Engine
 from posd.notify import Notifier, Watchdog
 from posd.core.effects import Outputs
+from posd.core.refund import RefundPolicy
 from posd.devices.print_queue import Printing, daily_reports, printed_states
 from posd.devices.scanners import ConsoleScanner, DeviceReader, open_scanners
 from posd.store import Store
@@ -45,8 +47,9 @@ def outputs_for(config: Config) -> Outputs:
     """What a finished sale brings with it, written with it (posd.core.effects): its receipt
     when a printer is configured, its HQ record when ``hq.url`` is set (no HQ, no outbox:
     a till that never syncs must not grow one forever)."""
-    receipts = printed_states(config.receipt) if config.printer.kind != "none" else frozenset()
-    return Outputs(receipts=receipts, hq=bool(config.hq.url))
+    printing = config.printer.kind != "none"
+    receipts = printed_states(config.receipt) if printing else frozenset()
+    return Outputs(receipts=receipts, hq=bool(config.hq.url), refund_slips=printing)
 
 
 def header_for(config: Config) -> receipt.Header:
@@ -74,10 +77,13 @@ class Daemon:
 
     @classmethod
     def build(cls, config: Config, *, receipts_to: TextIO | None = None,
-              notifier: Notifier | None = None) -> Daemon:
+              notifier: Notifier | None = None,
+              refund_policies: Mapping[str, RefundPolicy] | None = None) -> Daemon:
+        """``refund_policies``: the channels' own by default (tests pass faster ones)."""
         token = read_api_token(config)
+        manager_token = read_manager_token(config)
         store = Store.open(config.database.path, outputs=outputs_for(config))
-        engine = Engine(config, store, build_channels(config))
+        engine = Engine(config, store, build_channels(config), refund_policies=refund_policies)
         printing = Printing.from_config(config, store, receipts_to or sys.stdout)
         if printing is not None:
             printing.attach(engine)  # wakes the print worker (a console prints at once); health
@@ -85,7 +91,8 @@ class Daemon:
         reports = daily_reports(store, config.report.business_day_cutoff_hour, tz)
         tls = ((str(config.api.tls_cert_file), str(config.api.tls_key_file))
                if config.api.tls else None)
-        api = ApiServer(create_app(engine, token, store_timezone=tz, daily=reports),
+        api = ApiServer(create_app(engine, token, store_timezone=tz, daily=reports,
+                                   manager_token=manager_token),
                         config.api.host,
                         config.api.port, tls=tls)
         readers = open_scanners(config.all_scanners, engine.scan)
@@ -94,6 +101,7 @@ class Daemon:
         sync = SyncWorker.from_config(config, store) if config.hq.url else None
         if sync is not None:
             engine.add_listener(sync.on_sale)  # wakes the pusher; never pushes inline
+            engine.add_refund_listener(sync.on_refund)
             engine.add_health_probe("hq_sync", sync.health)
         return cls(config, store, engine, api, readers=readers, sync=sync, printing=printing,
                    notifier=notifier or Notifier())

@@ -118,6 +118,8 @@ def provision(data: Path, api_port: int | None = None,
                  "appid": "wx2421b1c4370ec43b", "mch_id": "10000100"}
     # Made here rather than with the rest, so a directory from before Alipay gets them too.
     make_alipay_keys(data / "alipay", reuse=True)
+    if not (data / "manager-token").exists():  # so does one from before refunds
+        _write_secret(data / "manager-token", secrets.token_urlsafe(24))
     if api_port is not None:
         state["api_port"] = api_port
     if simulator_port:
@@ -173,6 +175,7 @@ path = "{d}/posd.db"
 [api]
 listen = "127.0.0.1:{box.api_port}"
 token_file = "{d}/api-token"
+manager_token_file = "{d}/manager-token"
 
 [channels.wechat]
 base_url = "https://127.0.0.1:{box.simulator_port}"
@@ -225,7 +228,7 @@ def _banner(box: Sandbox, api_port: int, sim: Simulator) -> str:
     return f"""
 posd demo — everything runs on this machine; no real money moves.
   API        http://127.0.0.1:{api_port}   (OpenAPI at /docs)
-  API token  {box.data / 'api-token'}
+  API token  {box.data / 'api-token'}   (manager's, for refunds: {box.data / 'manager-token'})
   config     {box.config_path}
   simulator  {sim.url}   (WeChat Pay v2, mutual TLS on /secapi/;
              Alipay at /gateway.do, RSA2)
@@ -236,6 +239,11 @@ Alipay: 16-24 digits starting 25-30, e.g. {EXAMPLE_ALIPAY}), by their last four 
 {rows}
 From another terminal:  {posd} charge 12.50 --code {EXAMPLE_WECHAT} -c {box.config_path}
                         {posd} charge 12.50 --code {EXAMPLE_ALIPAY} -c {box.config_path}
+Refunds (manager's token), by the last two digits of the amount in fen: 01 processing then
+refunded, 02 the bank refuses (needs attention), 03 shop balance too low (failed), 05/06
+error or hang but refunded, else refunded at once:
+                        {posd} refunds -c {box.config_path}
+                        {posd} refund SALE_ID 2.01 --reason "returned" -c {box.config_path}
 """
 
 

@@ -342,6 +342,10 @@ class Engine:
             self._notify_refund(refund)
         return refund, created
 
+    def refunded_amounts(self, sale_ids: list[int]) -> dict[int, int]:
+        """``sale id -> fen refunded`` for the API's sales (only sales that have any)."""
+        return self._store.refunded_amounts(sale_ids)
+
     def get_refund(self, refund_id: int) -> Refund:
         return self._store.get_refund(refund_id)
 

@@ -57,6 +57,7 @@ from posd.core.report import (
     daily_report,
     day_bounds,
 )
+from posd.core.refund import Refund
 from posd.core.sale import Sale
 from posd.store import OutboxRow, Store
 
@@ -281,6 +282,11 @@ class SyncWorker:
     def on_sale(self, sale: Sale) -> None:
         """Engine listener: a final sale means a new outbox row."""
         if sale.final:
+            self.trigger()
+
+    def on_refund(self, refund: Refund) -> None:
+        """Engine listener: so does a final refund."""
+        if refund.final:
             self.trigger()
 
     @property

@@ -107,23 +107,39 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+#: The role a request's token gives it, in ``request.state.role`` (routes check "manager").
+CASHIER, MANAGER = "cashier", "manager"
+
+
 class TokenAuth:
     """Refuse a request without ``Authorization: Bearer <token>`` before reading or routing it.
 
-    The comparison is constant-time over bytes (:func:`hmac.compare_digest`); the scheme name
-    is case-insensitive (RFC 7235).
+    Two tokens: the cashier's (``api.token_file``) and, when set, the manager's
+    (``api.manager_token_file``), which can do everything the cashier's can and also refund and
+    resolve; the role is put in ``scope["state"]["role"]`` for :func:`require_manager`. The
+    comparisons are constant-time over bytes (:func:`hmac.compare_digest`), both always made;
+    the scheme name is case-insensitive (RFC 7235).
     """
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, manager_token: str | None = None) -> None:
         self.app = app
         self._token = token.encode("utf-8")
+        self._manager = manager_token.encode("utf-8") if manager_token else None
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _role(self, scope: Scope) -> str | None:
         scheme, _, credentials = (_header(scope, b"authorization") or b"").partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
+        given = credentials.strip()
+        cashier = hmac.compare_digest(given, self._token)
+        manager = self._manager is not None and hmac.compare_digest(given, self._manager)
+        if scheme.lower() != b"bearer":
+            return None
+        return MANAGER if manager else CASHIER if cashier else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._public(scope) or self._authorized(scope):
+        role = self._role(scope) if scope["type"] == "http" else None
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["role"] = role
+        if scope["type"] != "http" or self._public(scope) or role is not None:
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"authorization") is not None
@@ -182,3 +198,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PosdError, _posd_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+def require_manager(request: Request) -> None:
+    """A route dependency: 403 with a sentence unless the manager's token came with it."""
+    if getattr(request.state, "role", None) != MANAGER:
+        raise HTTPException(403, "refunds and resolving need the manager's token (the one in "
+                            "api.manager_token_file); the cashier's token cannot do this: ask "
+                            "the store manager")

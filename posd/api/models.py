@@ -14,10 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from posd.core.money import MAX_FEN, check_fen
 from posd.core.report import BUCKETS, ChannelTotals, DailyReport
+from posd.core.refund import Refund, RefundState
 from posd.core.sale import Sale, State
 
-
-log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +54,7 @@ class SaleRequest(BaseModel):
     @field_validator("amount", mode="before")
     @classmethod
     def _fen(cls, value: object) -> int:
-        # Strict: 12.5, "1250", true and 1e3 are refused (pydantic's lax int would take
-        # 1250.0 and "1250"). A ValueError here reaches the client as its sentence.
-        if isinstance(value, bool) or not isinstance(value, int):
-            shown = json.dumps(value, ensure_ascii=False)[:40]
-            raise ValueError(  # noqa: TRY004 - pydantic reports ValueError, not TypeError
-                f"amount must be an integer number of fen (1 yuan = 100 fen: "
-                f"send 12.50 yuan as 1250), got {shown}")
-        return check_fen(value)
+        return _strict_fen(value)
 
     @field_validator("auth_code")
     @classmethod
@@ -98,10 +90,75 @@ class SaleOut(BaseModel):
     paid_at: datetime | None
     updated_at: datetime
     deadline_at: datetime | None = Field(description="reverse starts if not final by then")
+    refunded_amount: int = Field(default=0, description="fen: the sum of its refunded refunds")
 
 
 class SaleList(BaseModel):
     sales: list[SaleOut]
+
+
+def _strict_fen(value: object) -> int:
+    """Strict: 12.5, "1250", true and 1e3 are refused (pydantic's lax int would take 1250.0
+    and "1250"). A ValueError here reaches the client as its sentence."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = json.dumps(value, ensure_ascii=False)[:40]
+        raise ValueError(  # noqa: TRY004 - pydantic reports ValueError, not TypeError
+            f"amount must be an integer number of fen (1 yuan = 100 fen: "
+            f"send 12.50 yuan as 1250), got {shown}")
+    return check_fen(value)
+
+
+class RefundRequest(BaseModel):
+    """``POST /v1/sales/{id}/refunds``: what the manager asks for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: int | None = Field(
+        default=None, gt=0, le=MAX_FEN, examples=[1201],
+        description="Integer fen to refund; leave it out to refund all that is left.")
+    reason: str = Field(
+        examples=["returned a mug"], description="Why (kept with the refund, sent to the "
+        "channel as the refund's description): 1 to 80 characters.",
+        json_schema_extra={"minLength": 1, "maxLength": 80})
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _fen(cls, value: object) -> int | None:
+        return None if value is None else _strict_fen(value)
+
+
+class RefundOut(BaseModel):
+    """A refund as the API shows it (DESIGN §9). Times are ISO 8601 with the store's offset."""
+
+    id: int
+    sale_id: int
+    amount: int = Field(description="fen")
+    currency: Literal["CNY"] = "CNY"
+    reason: str
+    state: RefundState
+    final: bool = Field(description="true once the state will not change by itself")
+    channel: str
+    out_trade_no: str = Field(description="the sale's number at the channel")
+    out_refund_no: str = Field(description="this refund's number: the same on every retry")
+    channel_refund_no: str | None
+    message: str = Field(description="a sentence a manager can read")
+    created_at: datetime
+    refunded_at: datetime | None
+    updated_at: datetime
+
+
+class RefundList(BaseModel):
+    refunds: list[RefundOut]
+
+
+class ResolveRequest(BaseModel):
+    """``POST /v1/sales/{id}/resolve``: how a person found the sale had ended."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    as_: Literal["paid", "reversed"] = Field(alias="as", description="paid: the customer paid "
+                                             "and the shop keeps it; reversed: no money kept")
+    note: str = Field(min_length=1, max_length=200, description="what was checked, and where")
 
 
 class TallyOut(BaseModel):
@@ -118,7 +175,8 @@ class ChannelTotalsOut(BaseModel):
     cancelled: TallyOut
     needs_attention: TallyOut
     in_progress: TallyOut
-    net: int = Field(description="fen taken and kept: the paid total")
+    refunded: TallyOut = Field(description="refunds paid out that day, of any day's sales")
+    net: int = Field(description="fen taken and kept: paid less refunded")
 
 
 class DailyReportOut(BaseModel):
@@ -176,7 +234,17 @@ def _maybe_at(epoch: float | None, tz: tzinfo | None) -> datetime | None:
     return None if epoch is None else _at(epoch, tz)
 
 
-def sale_out(sale: Sale, tz: tzinfo | None = None) -> SaleOut:
+def refund_out(refund: Refund, tz: tzinfo | None = None) -> RefundOut:
+    return RefundOut(
+        id=refund.id, sale_id=refund.sale_id, amount=refund.amount, reason=refund.reason,
+        state=refund.state, final=refund.final, channel=refund.channel,
+        out_trade_no=refund.out_trade_no, out_refund_no=refund.out_refund_no,
+        channel_refund_no=refund.channel_refund_no, message=refund.message,
+        created_at=_at(refund.created_at, tz), refunded_at=_maybe_at(refund.refunded_at, tz),
+        updated_at=_at(refund.updated_at, tz))
+
+
+def sale_out(sale: Sale, tz: tzinfo | None = None, refunded: int = 0) -> SaleOut:
     """The API's view of ``sale``; times in ``tz`` (None: the system's local time zone)."""
     return SaleOut(
         id=sale.id, order_ref=sale.order_ref, amount=sale.amount, state=sale.state,
@@ -185,13 +253,14 @@ def sale_out(sale: Sale, tz: tzinfo | None = None) -> SaleOut:
         decline_code=sale.decline_code, message=sale.message, refunded=sale.refunded,
         subject=sale.subject, created_at=_at(sale.created_at, tz),
         paid_at=_maybe_at(sale.paid_at, tz), updated_at=_at(sale.updated_at, tz),
-        deadline_at=_maybe_at(sale.deadline_at, tz),
+        deadline_at=_maybe_at(sale.deadline_at, tz), refunded_amount=refunded,
     )
 
 
 def _totals_out(totals: ChannelTotals) -> ChannelTotalsOut:
     tallies = {name: TallyOut(count=getattr(totals, name).count,
-                              amount=getattr(totals, name).amount) for name in BUCKETS}
+                              amount=getattr(totals, name).amount)
+               for name in (*BUCKETS, "refunded")}
     return ChannelTotalsOut(channel=totals.channel, count=totals.count, net=totals.net, **tallies)
 
 

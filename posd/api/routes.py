@@ -11,9 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, tzinfo
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, Query, Response, Security
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Response, Security
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 
@@ -25,9 +25,12 @@ from posd.core.errors import (
     StoreError,
 )
 from posd.core.report import DailyReport, daily_report, day_bounds, parse_day
+from posd.core.refund import Refund
 from posd.core.sale import Sale, State, cancel_refusal
 
-from posd.api.middleware import DOCS_ASSETS, BodyLimit, TokenAuth, install_error_handlers
+from posd.api.middleware import (
+    DOCS_ASSETS, BodyLimit, TokenAuth, install_error_handlers, require_manager,
+)
 from posd.api.models import (
     DAY_FORMAT,
     ERROR_RESPONSES,
@@ -35,11 +38,16 @@ from posd.api.models import (
     DailyReportOut,
     ErrorOut,
     HealthOut,
+    RefundList,
+    RefundOut,
+    RefundRequest,
+    ResolveRequest,
     SaleList,
     SaleOut,
     SaleId,
     SaleRequest,
     StoppingOut,
+    refund_out,
     report_out,
     sale_out,
 )
@@ -76,6 +84,10 @@ class _Routes:
     def _day(self, text: str | None) -> date:
         return parse_day(text) if text is not None else self._today()
 
+    def _out(self, sale: Sale) -> SaleOut:
+        refunded = self.engine.refunded_amounts([sale.id]).get(sale.id, 0)
+        return sale_out(sale, self.tz, refunded)
+
     def create_sale(
         self,
         body: SaleRequest,
@@ -92,7 +104,7 @@ class _Routes:
             _check_replay(sale, body, idempotency_key)
             response.status_code = 200
         response.headers["Location"] = f"/v1/sales/{sale.id}"
-        return sale_out(sale, self.tz)
+        return self._out(sale)
 
     def get_sale(
         self,
@@ -108,7 +120,7 @@ class _Routes:
 
         503 with the sale as it stands when posd stops while the long-poll waits."""
         if wait is None:
-            return sale_out(self.engine.get(sale_id), self.tz)
+            return self._out(self.engine.get(sale_id))
         sale = await_state_change(self.engine, sale_id, seen_state, min(wait, MAX_WAIT_S))
         if self.engine.stopping and not sale.final:
             # DESIGN §2 rule 8: at shutdown a long-poll is answered at once with the sale as
@@ -117,7 +129,7 @@ class _Routes:
                     "posd goes on resolving it after the restart: ask again shortly",
                     "sale": sale_out(sale, self.tz).model_dump(mode="json")}
             return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
-        return sale_out(sale, self.tz)
+        return self._out(sale)
 
     def list_sales(
         self,
@@ -132,7 +144,8 @@ class _Routes:
         if day is not None or order_ref is None:
             since, until = day_bounds(self._day(day), self.tz)
         sales = self.engine.list_sales(order_ref=order_ref, since=since, until=until)
-        return SaleList(sales=[sale_out(s, self.tz) for s in sales])
+        refunded = self.engine.refunded_amounts([s.id for s in sales])
+        return SaleList(sales=[sale_out(s, self.tz, refunded.get(s.id, 0)) for s in sales])
 
     def cancel_sale(self, sale_id: SaleId) -> SaleOut:
         """Cashier cancel: awaiting_code -> cancelled; in flight -> reversing.
@@ -142,7 +155,67 @@ class _Routes:
         sale = self.engine.cancel(sale_id)
         if (why := cancel_refusal(sale)) is not None:
             raise ConflictError(why)
-        return sale_out(sale, self.tz)
+        return self._out(sale)
+
+    def create_refund(
+        self,
+        sale_id: SaleId,
+        body: RefundRequest,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(
+            alias="Idempotency-Key", min_length=1, max_length=128,
+            description="Retry-safe: the same key returns the same refund (200).")] = None,
+    ) -> RefundOut:
+        """Refund all (no ``amount``) or part of a paid sale. Manager token only.
+
+        409 when the sale is not paid, a refund of it is in flight, or the amount is more than
+        what is left; 422 for a bad amount or a missing reason. The refund is written before
+        it is sent; follow it with ``GET /v1/refunds/{id}?wait=S``."""
+        refund, created = self.engine.refund(sale_id, body.amount, body.reason,
+                                             idempotency_key=idempotency_key)
+        if not created:
+            if (body.amount is not None and refund.amount != body.amount) or \
+                    refund.reason != body.reason.strip():
+                raise ConflictError(
+                    f"Idempotency-Key {idempotency_key!r} was used for refund {refund.id} "
+                    f"({refund.amount} fen); send a new key for a different refund")
+            response.status_code = 200
+        response.headers["Location"] = f"/v1/refunds/{refund.id}"
+        return refund_out(refund, self.tz)
+
+    def get_refund(
+        self,
+        refund_id: SaleId,
+        wait: Annotated[float | None, Query(
+            ge=0, description=f"long-poll up to this many seconds (at most {MAX_WAIT_S:g}) "
+            "for the refund to change")] = None,
+    ) -> RefundOut:
+        """A refund; with ``wait``, once it changes (or is final, or time is up)."""
+        refund = self.engine.get_refund(refund_id)
+        if wait is not None and not refund.final:
+            refund = await_refund(self.engine, refund, min(wait, MAX_WAIT_S))
+        return refund_out(refund, self.tz)
+
+    def list_refunds(
+        self,
+        sale_id: int | None = None,
+        day: Annotated[str | None, Query(
+            alias="date", examples=["2024-05-01"], json_schema_extra=DAY_FORMAT,
+            description="YYYY-MM-DD, the store's local day the refund was asked for. Default: "
+            "every day when sale_id is given, else today.")] = None,
+    ) -> RefundList:
+        """Refunds of one sale and/or one day, oldest first."""
+        since = until = None
+        if day is not None or sale_id is None:
+            since, until = day_bounds(self._day(day), self.tz)
+        refunds = self.engine.list_refunds(sale_id=sale_id, since=since, until=until)
+        return RefundList(refunds=[refund_out(r, self.tz) for r in refunds])
+
+    def resolve_sale(self, sale_id: SaleId, body: ResolveRequest) -> SaleOut:
+        """A person records how a needs_attention sale ended. Manager token only.
+
+        409 for a sale that does not need attention; its history keeps what happened."""
+        return self._out(self.engine.resolve(sale_id, body.as_, body.note))
 
     def report_daily(
         self,
@@ -194,6 +267,18 @@ def await_state_change(engine: Engine, sale_id: int, seen: State | None, wait: f
     return sale
 
 
+def await_refund(engine: Engine, refund: Refund, wait: float) -> Refund:
+    """The refund once its state changes or it is final, else after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    seen = refund.state
+    while refund.state == seen and not refund.final and not engine.stopping:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        refund = engine.wait_for_refund(refund.id, since=refund.updated_at, timeout=left)
+    return refund
+
+
 def _add_routes(app: FastAPI, routes: _Routes) -> None:
     v1 = APIRouter(prefix="/v1", dependencies=[Security(_bearer)], responses=ERROR_RESPONSES)
     v1.add_api_route("/sales", routes.create_sale, methods=["POST"], status_code=201,
@@ -210,6 +295,22 @@ def _add_routes(app: FastAPI, routes: _Routes) -> None:
                          409: {"model": ErrorOut, "description": "Paid or needs attention"}})
     v1.add_api_route("/reports/daily", routes.report_daily, methods=["GET"],
                      response_model=DailyReportOut)
+    manager = [Depends(require_manager)]
+    forbidden: dict[int | str, dict[str, Any]] = {
+        403: {"model": ErrorOut, "description": "Not the manager's token"}}
+    v1.add_api_route("/sales/{sale_id}/refunds", routes.create_refund, methods=["POST"],
+                     status_code=201, response_model=RefundOut, dependencies=manager,
+                     responses={**forbidden,
+                                200: {"model": RefundOut, "description": "Idempotency-Key replayed"},
+                                409: {"model": ErrorOut, "description": "Not paid, a refund in "
+                                      "flight, or more than is left"}})
+    v1.add_api_route("/refunds/{refund_id}", routes.get_refund, methods=["GET"],
+                     response_model=RefundOut)
+    v1.add_api_route("/refunds", routes.list_refunds, methods=["GET"], response_model=RefundList)
+    v1.add_api_route("/sales/{sale_id}/resolve", routes.resolve_sale, methods=["POST"],
+                     response_model=SaleOut, dependencies=manager,
+                     responses={**forbidden, 409: {"model": ErrorOut, "description":
+                                                   "The sale does not need attention"}})
     app.include_router(v1)
     app.add_api_route("/v1/health", routes.health, methods=["GET"], response_model=HealthOut,
                       responses={503: {"model": HealthOut, "description": "Database unusable"}})
@@ -233,7 +334,8 @@ def _add_docs(app: FastAPI) -> None:
 
 
 def create_app(engine: Engine, token: str, *, store_timezone: tzinfo | None = None,
-               daily: Callable[[date | None], DailyReport] | None = None) -> FastAPI:
+               daily: Callable[[date | None], DailyReport] | None = None,
+               manager_token: str | None = None) -> FastAPI:
     """The API app over ``engine``. Dates and times are in ``store_timezone`` (None: local).
 
     ``daily(day)`` makes the report of a business day (None: the current one); the daemon
@@ -248,7 +350,8 @@ def create_app(engine: Engine, token: str, *, store_timezone: tzinfo | None = No
     _add_routes(app, _Routes(engine, store_timezone, daily))
     _add_docs(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
-    app.add_middleware(TokenAuth, token=token)  # added last = outermost: runs first
+    app.add_middleware(TokenAuth, token=token,  # added last = outermost: runs first
+                       manager_token=manager_token)
     return app
 
 

@@ -150,11 +150,7 @@ def check_record(data: object) -> Record | Rejected:
     if why is not None:
         return Rejected(record_id, why)
     base = Record(record_id, data["seq"], data["day"], data["type"], data)
-    if base.type == "refund":
-        refund = data["refund"]
-        return Record(record_id, base.seq, base.day, base.type, data, refund["out_trade_no"],
-                      refund["state"], refund["amount"], refund.get("channel"))
-    if base.type != "sale":
+    if base.type != "sale":  # refunds and summaries: kept as records, summed from them
         return base
     sale = data["sale"]
     return Record(record_id, base.seq, base.day, base.type, data, sale["out_trade_no"],

@@ -22,6 +22,7 @@ from posd.core.codes import CHANNEL_NAMES
 from posd.core.layout import Element, Line, Qr, as_text, centred, pair, rule, title_size, wrap
 from posd.core.layout import width as width
 from posd.core.money import Fen, format_yuan
+from posd.core.refund import Refund, RefundState
 from posd.core.sale import Sale, State
 
 Language = Literal["en", "zh"]
@@ -55,6 +56,19 @@ WORDS: Mapping[Language, Mapping[str, str]] = {
         "sale": "流水号", "reprint": "*** 补打小票 ***", "printed": "补打时间",
         "scan": "扫码查询本笔交易",
     },
+}
+
+#: A refund slip's words (DESIGN §9 rule 4: store, original sale, amount, masked code,
+#: refund number, time).
+REFUND_WORDS: Mapping[Language, Mapping[str, str]] = {
+    "en": {"refunded": "REFUND", "refund_failed": "REFUND FAILED - NOT REFUNDED",
+           "needs_attention": "REFUND NEEDS ATTENTION", "refunding": "REFUND IN PROGRESS",
+           "refund_no": "Refund no.", "of_sale": "Of sale", "paid": "Sale amount",
+           "reason": "Reason", "channel_no": "Channel refund no."},
+    "zh": {"refunded": "退款成功", "refund_failed": "退款失败 未退款",
+           "needs_attention": "退款需人工处理", "refunding": "退款处理中",
+           "refund_no": "退款单号", "of_sale": "原交易", "paid": "原交易金额",
+           "reason": "退款原因", "channel_no": "渠道退款单号"},
 }
 
 
@@ -165,6 +179,21 @@ def _details(sale: Sale, header: Header, words: Mapping[str, str], language: Lan
     return out
 
 
+def _top(header: Header, title: str, amount: Fen, *, columns: int, language: Language,
+         reprint: bool, printed_at: float | None) -> list[Element]:
+    """The store, the title, REPRINT when it is one, and the amount: every slip's top."""
+    words = WORDS[language]
+    out = heading(header, columns)
+    out += [rule(columns), *centred(title, columns, bold=True, size=title_size(title, columns))]
+    if reprint:
+        out += centred(words["reprint"], columns, bold=True)
+        if printed_at is not None:
+            out += centred(f"{words['printed']} {local_time(printed_at, header.tz)}", columns)
+    out.append(rule(columns))
+    out += pair(words["amount"], money(amount, language), columns, bold=True, size="tall")
+    return out
+
+
 def elements(sale: Sale, header: Header, *, columns: int = 32, language: Language = "en",
              reprint: bool = False, printed_at: float | None = None, qr: bool = True,
              footer: str = "") -> list[Element]:
@@ -173,15 +202,8 @@ def elements(sale: Sale, header: Header, *, columns: int = 32, language: Languag
     ``reprint`` marks it as such, with ``printed_at`` (the caller's clock) when given.
     """
     words = WORDS[language]
-    title = state_title(sale.state, language)
-    out = heading(header, columns)
-    out += [rule(columns), *centred(title, columns, bold=True, size=title_size(title, columns))]
-    if reprint:
-        out += centred(words["reprint"], columns, bold=True)
-        if printed_at is not None:
-            out += centred(f"{words['printed']} {local_time(printed_at, header.tz)}", columns)
-    out.append(rule(columns))
-    out += pair(words["amount"], money(sale.amount, language), columns, bold=True, size="tall")
+    out = _top(header, state_title(sale.state, language), sale.amount, columns=columns,
+               language=language, reprint=reprint, printed_at=printed_at)
     out += _details(sale, header, words, language, columns)
     reason = sale.message if language == "en" else zh_reason(sale)
     if sale.state is not State.PAID and reason:
@@ -207,3 +229,31 @@ def text(sale: Sale, header: Header, *, columns: int = 32, reprint: bool = False
          language: Language = "en", qr: bool = True) -> str:
     return "\n".join(lines(sale, header, columns=columns, reprint=reprint, language=language,
                            qr=qr))
+
+
+def refund_elements(refund: Refund, sale: Sale, header: Header, *, columns: int = 32,
+                    language: Language = "en", reprint: bool = False,
+                    printed_at: float | None = None) -> list[Element]:
+    """The slip of a refund: what went back to the customer, of which sale, under which
+    number (the customer keeps it; the shop's copy is the store)."""
+    words, refund_words = WORDS[language], REFUND_WORDS[language]
+    out = _top(header, refund_words[refund.state.value], refund.amount, columns=columns,
+               language=language, reprint=reprint, printed_at=printed_at)
+    out += [
+        *pair(refund_words["paid"], money(sale.amount, language), columns),
+        *pair(words["channel"], channel_label(sale.channel, language, header.channels), columns),
+        *pair(words["payer"], sale.auth_code_masked or "-", columns),
+        *pair(words["till"], f"{header.store_id}/{header.terminal_id}", columns),
+        *pair(words["time"], local_time(refund.refunded_at or refund.updated_at, header.tz),
+              columns),
+        *_labelled(refund_words["refund_no"], refund.out_refund_no, columns),
+        *_labelled(refund_words["of_sale"], sale.out_trade_no, columns),
+    ]
+    if refund.channel_refund_no:
+        out += _labelled(refund_words["channel_no"], refund.channel_refund_no, columns)
+    if refund.reason:
+        out += [Line(refund_words["reason"]), *(Line(p) for p in wrap(refund.reason, columns))]
+    if refund.state is not RefundState.REFUNDED:
+        out += [rule(columns), *(Line(piece) for piece in wrap(refund.message, columns))]
+    out += [rule(columns), *centred(f"{words['sale']} {sale.id}", columns), Line()]
+    return out

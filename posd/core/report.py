@@ -31,7 +31,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import assert_never
 
@@ -71,11 +71,13 @@ class ChannelTotals:
     cancelled: Tally = Tally()
     needs_attention: Tally = Tally()
     in_progress: Tally = Tally()
+    #: refunds paid out during the day (by when they were refunded), of any day's sales
+    refunded: Tally = Tally()
 
     @property
     def net(self) -> Fen:
-        """Money taken and kept (fen)."""
-        return self.paid.amount
+        """Money taken and kept (fen): paid less refunded (DESIGN §9 rule 4)."""
+        return Fen(self.paid.amount - self.refunded.amount)
 
     @property
     def count(self) -> int:
@@ -205,6 +207,25 @@ def from_totals(day: date, rows: Iterable[TotalsRow], attention: Iterable[Sale],
                      since=since, until=until, complete=complete)
 
 
+#: One row of the store's refund totals: (channel, count, amount in fen).
+RefundRow = tuple[str, int, int]
+
+
+def with_refunds(report: DailyReport, rows: Iterable[RefundRow]) -> DailyReport:
+    """``report`` with the day's refunds per channel and in the total; net falls by them."""
+    found = {channel or NO_CHANNEL: Tally(count, Fen(amount)) for channel, count, amount in rows}
+    if not found:
+        return report
+    by_name = {c.channel: c for c in report.channels}
+    for name in found.keys() - by_name.keys():
+        by_name[name] = ChannelTotals(name)  # refunds of a channel with no sale today
+    channels = tuple(replace(by_name[name], refunded=found.get(name, Tally()))
+                     for name in sorted(by_name))
+    total = Tally(sum(t.count for t in found.values()),
+                  Fen(sum(int(t.amount) for t in found.values())))
+    return replace(report, channels=channels, total=replace(report.total, refunded=total))
+
+
 def parse_day(text: str) -> date:
     """'2024-05-01' -> date(2024, 5, 1); anything else is an InputError saying what to send."""
     if _DAY.fullmatch(text) is not None:
@@ -249,7 +270,7 @@ WORDS: Mapping[Language, Mapping[str, str]] = {
         "reversed": "Reversed", "declined": "Declined", "cancelled": "Cancelled",
         "needs_attention": "Needs attention", "in_progress": "In progress", "net": "Net",
         "all": "ALL CHANNELS", NO_CHANNEL: "No code scanned", "attention": "NEEDS ATTENTION",
-        "nothing": "none", "sale": "Sale", "currency": "Currency",
+        "nothing": "none", "sale": "Sale", "currency": "Currency", "refunded": "Refunded",
     },
     "zh": {
         "Z": "日结报表 Z", "X": "X报表(截至目前)", "day": "营业日", "from": "起", "to": "止",
@@ -257,7 +278,7 @@ WORDS: Mapping[Language, Mapping[str, str]] = {
         "declined": "失败", "cancelled": "取消", "needs_attention": "待核实",
         "in_progress": "处理中", "net": "净收款", "all": "全部渠道合计", NO_CHANNEL: "未扫码",
         "attention": "需人工核实", "nothing": "无", "sale": "流水号",
-        "currency": "币种",
+        "currency": "币种", "refunded": "退款",
     },
 }
 
@@ -284,6 +305,8 @@ def _channel_block(totals: ChannelTotals, words: Mapping[str, str], language: La
         tally: Tally = getattr(totals, name)
         if tally.count or (name in _ALWAYS and totals.channel != NO_CHANNEL):
             out += pair(words[name], _figures(tally, language), columns)
+    if totals.refunded.count:
+        out += pair(words["refunded"], _figures(totals.refunded, language), columns)
     out += pair(words["net"], receipt.money(totals.net, language), columns, bold=True)
     return out
 
@@ -326,7 +349,8 @@ def elements(report: DailyReport, header: Header, *, tz: tzinfo | None, columns:
 
 
 CSV_FIELDS = ("day", "kind", "channel",
-              *(f"{name}_{what}" for name in BUCKETS for what in ("count", "yuan")), "net_yuan")
+              *(f"{name}_{what}" for name in (*BUCKETS, "refunded")
+                for what in ("count", "yuan")), "net_yuan")
 
 
 def as_csv(report: DailyReport) -> str:
@@ -336,7 +360,7 @@ def as_csv(report: DailyReport) -> str:
     writer.writerow(CSV_FIELDS)
     for totals in (*report.channels, report.total):
         cells = [report.day.isoformat(), report.kind, totals.channel]
-        for name in BUCKETS:
+        for name in (*BUCKETS, "refunded"):
             tally: Tally = getattr(totals, name)
             cells += [str(tally.count), format_yuan(tally.amount)]
         writer.writerow([*cells, format_yuan(totals.net)])

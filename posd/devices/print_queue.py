@@ -45,6 +45,7 @@ from posd.core.print_jobs import (
 from posd.devices.printers import (
     ConsoleOutput, Printer, archive, open_printer,
 )
+from posd.core.refund import Refund
 from posd.core.sale import Sale, State
 from posd.store import Store
 
@@ -86,8 +87,9 @@ def load_report(store: Store, day: date | None, *, cutoff_hour: int, tz: tzinfo 
         raise InputError(f"business day {day} has not begun yet: there is no report for it "
                          "(ask for today's X-report, or a past day's Z-report)")
     attention = store.find(since=since, until=until, states=(State.NEEDS_ATTENTION,))
-    return report.from_totals(day, store.sale_totals(since, until), attention, since=since,
-                              until=until, complete=now >= until)
+    daily = report.from_totals(day, store.sale_totals(since, until), attention, since=since,
+                               until=until, complete=now >= until)
+    return report.with_refunds(daily, store.refund_totals(since, until))
 
 
 def receipt_layout(sale: Sale, paper: Paper, *, reprint: bool = False,
@@ -106,6 +108,14 @@ def report_layout(daily: report.DailyReport, paper: Paper, now: float) -> list[E
 def compose(job: PrintJob, store: Store, paper: Paper, now: float) -> list[Element]:
     """The layout of ``job`` from the store as it is now. NotFoundError / InputError when
     there is nothing to print (no such sale, a malformed day)."""
+    if job.kind is JobKind.REFUND:
+        if job.refund_id is None:
+            raise NotFoundError(f"print job {job.id} names no refund")
+        refund = store.get_refund(job.refund_id)
+        return receipt.refund_elements(
+            refund, store.get(refund.sale_id), paper.header, columns=paper.columns,
+            language=paper.receipt.language, reprint=job.reprint,
+            printed_at=now if job.reprint else None)
     if job.kind is JobKind.RECEIPT:
         if job.sale_id is None:
             raise NotFoundError(f"print job {job.id} names no sale")
@@ -120,6 +130,8 @@ def compose(job: PrintJob, store: Store, paper: Paper, now: float) -> list[Eleme
 def archive_name(job: PrintJob, store: Store) -> str:
     if job.kind is JobKind.REPORT:
         return f"report-{job.day}"
+    if job.kind is JobKind.REFUND and job.refund_id is not None:
+        return store.get_refund(job.refund_id).out_refund_no + ("-reprint" if job.reprint else "")
     name = store.get(job.sale_id).out_trade_no if job.sale_id is not None else f"job-{job.id}"
     return name + ("-reprint" if job.reprint else "")
 
@@ -174,6 +186,7 @@ class Printing:
     def attach(self, engine: Engine) -> None:
         """Hook into the engine: the wake-up listener and the ``printer`` health probe."""
         engine.add_listener(self.on_sale)
+        engine.add_refund_listener(self.on_refund)
         engine.add_health_probe("printer", self.health)
 
     def on_sale(self, sale: Sale) -> None:
@@ -182,6 +195,14 @@ class Printing:
         prompt comes after the receipt (nothing can block on a console)."""
         if not sale.final:
             return
+        self._woken()
+
+    def on_refund(self, refund: Refund) -> None:
+        """Engine listener: a final refund queued its slip (the store did, with it)."""
+        if refund.final:
+            self._woken()
+
+    def _woken(self) -> None:
         if isinstance(self.printer, ConsoleOutput):
             self.drain()
         self._wake.set()

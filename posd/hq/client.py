@@ -57,6 +57,11 @@ def wire_record(row: OutboxRow, tz: tzinfo | None, cutoff_hour: int = 0) -> str:
     payload = json.loads(row.payload)
     if payload.get("type") == "daily_summary":
         day = payload["summary"]["day"]
+    elif payload.get("type") == "refund":
+        # The day the money went back, as the Z-report counts it.
+        refund = payload["refund"]
+        day = business_day(refund["refunded_at"] or refund["updated_at"], tz,
+                           cutoff_hour).isoformat()
     else:
         # The same business day as the Z-report (report.business_day_cutoff_hour).
         day = business_day(payload["sale"]["created_at"], tz, cutoff_hour).isoformat()

@@ -134,6 +134,17 @@ class PostgresStorage:
             raise StorageUnavailable(f"PostgreSQL: {err}") from err
         return [StateRow(t, s, int(c), int(a)) for t, s, c, a in rows], dict(summaries)
 
+    def refunds(self, store_id: str, day: str) -> list[tuple[str, str]]:
+        try:
+            with self._pool.connection() as conn:
+                rows = conn.execute(
+                    "select terminal_id, body::text from records where store_id = %s and "
+                    "day = %s and type = 'refund' and record_id like '%%:refunded'",
+                    [store_id, day]).fetchall()
+        except _Unavailable as err:
+            raise StorageUnavailable(f"PostgreSQL: {err}") from err
+        return [(str(t), str(b)) for t, b in rows]
+
     def ping(self) -> None:
         try:
             with self._pool.connection() as conn:

@@ -166,9 +166,10 @@ class _Routes:
             return _error(400, "day must be a date written YYYY-MM-DD")
         try:
             rows, summaries = self.storage.day(store_id, day)
+            refunds = self.storage.refunds(store_id, day)
         except StorageUnavailable:
             return _error(503, "HQ database unavailable")
-        return day_totals(store_id, day, rows, summaries)
+        return day_totals(store_id, day, rows, summaries, refunds)
 
     def store_day(self, request: Request, store_id: str, day: str) -> JSONResponse:
         totals = self._day(request, store_id, day)

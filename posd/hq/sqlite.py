@@ -118,6 +118,16 @@ class SqliteStorage:
                 raise StorageUnavailable(f"database error: {err}") from err
         return [StateRow(*row) for row in rows], dict(summaries)
 
+    def refunds(self, store_id: str, day: str) -> list[tuple[str, str]]:
+        with self._lock:
+            try:
+                return [(str(t), str(b)) for t, b in self._conn.execute(
+                    "select terminal_id, body from records where store_id = ? and day = ? "
+                    "and type = 'refund' and record_id like '%:refunded'",
+                    [store_id, day]).fetchall()]
+            except sqlite3.Error as err:
+                raise StorageUnavailable(f"database error: {err}") from err
+
     def ping(self) -> None:
         with self._lock:
             try:

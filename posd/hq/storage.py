@@ -8,6 +8,8 @@ over one PostgreSQL). Both keep two tables:
 - ``records``: every record as received, keyed by (store_id, terminal_id, record_id).
   Inserting an existing key does nothing, so replays, duplicates and batches that arrive
   out of order or twice leave one copy: the first one.
+- refunds are records too (``type = 'refund'``); a refund reaches one final state, so the
+  day's refunded ones are its records whose id ends ``:refunded``.
 - ``sales``: the current state of each sale, keyed by (store_id, terminal_id,
   out_trade_no), from the record with the highest ``seq`` (a sale recorded as
   needs_attention and later as paid is counted once, as paid, whatever the arrival order).
@@ -63,6 +65,9 @@ class Storage(Protocol):
     def day(self, store_id: str, day: str) -> tuple[list[StateRow], dict[str, str]]:
         """A day's sales per terminal and state, and each terminal's daily summary (JSON)."""
 
+    def refunds(self, store_id: str, day: str) -> list[tuple[str, str]]:
+        """(terminal_id, body JSON) of each refund record of the day that says refunded."""
+
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers."""
 
@@ -112,11 +117,18 @@ def _summary_figures(text: str) -> dict[str, int]:
             for name in FIGURES for what in ("count", "amount")}
 
 
+def _refund_figures(bodies: Iterable[str], paid: int) -> dict[str, int]:
+    amounts = [int(json.loads(text)["refund"]["amount"]) for text in bodies]
+    return {"refund_count": len(amounts), "refund_amount": sum(amounts),
+            "net_amount": paid - sum(amounts)}
+
+
 def terminal_totals(terminal_id: str, rows: Sequence[StateRow],
-                    summary: str | None) -> dict[str, Any]:
+                    summary: str | None, refunds: Sequence[str] = ()) -> dict[str, Any]:
     """One terminal's day: HQ's figures, the terminal's own Z-report figures, and whether
     HQ has every final sale the terminal counted (``matches_summary``; None: no summary yet)."""
     figures = _figures(rows)
+    figures |= _refund_figures(refunds, figures["paid_amount"])
     reported = _summary_figures(summary) if summary is not None else None
     matches = None if reported is None else all(
         figures[key] == reported[key] for key in reported)
@@ -125,13 +137,19 @@ def terminal_totals(terminal_id: str, rows: Sequence[StateRow],
 
 
 def day_totals(store_id: str, day: str, rows: Sequence[StateRow],
-               summaries: dict[str, str]) -> dict[str, Any]:
-    """The store's day across its terminals (DESIGN §6), with each terminal's figures."""
-    terminals = sorted({row.terminal_id for row in rows} | set(summaries))
+               summaries: dict[str, str],
+               refunds: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The store's day across its terminals (DESIGN §6 and §9: refund_count, refund_amount
+    and net_amount = paid less refunded), with each terminal's figures."""
+    terminals = sorted({row.terminal_id for row in rows} | set(summaries)
+                       | {t for t, _ in refunds})
+    figures = _figures(rows)
+    figures |= _refund_figures((b for _, b in refunds), figures["paid_amount"])
     return {
-        "store_id": store_id, "day": day, **_figures(rows),
+        "store_id": store_id, "day": day, **figures,
         "terminals": [
-            terminal_totals(t, [r for r in rows if r.terminal_id == t], summaries.get(t))
+            terminal_totals(t, [r for r in rows if r.terminal_id == t], summaries.get(t),
+                            [b for u, b in refunds if u == t])
             for t in terminals
         ],
     }

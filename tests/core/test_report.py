@@ -178,3 +178,16 @@ def test_csv_has_a_row_per_channel_and_one_for_all() -> None:
     rows = {line.split(",")[2]: line.split(",") for line in lines[1:]}
     assert set(rows) == {"alipay", "wechat", NO_CHANNEL, "all"}
     assert rows["wechat"][3:5] == ["2", "15.50"] and rows["all"][-1] == "25.49"
+
+
+def test_refunds_count_per_channel_and_lower_the_net() -> None:
+    from datetime import date
+
+    from posd.core.report import daily_report, with_refunds
+
+    base = daily_report(date(2024, 5, 1), [])
+    report = with_refunds(base, [("alipay", 2, 1500), ("wechat", 1, 200)])
+    alipay = next(c for c in report.channels if c.channel == "alipay")
+    assert (alipay.refunded.count, alipay.refunded.amount, alipay.net) == (2, 1500, -1500)
+    assert (report.total.refunded.count, report.net) == (3, -1700)
+    assert with_refunds(base, []) is base

@@ -16,6 +16,8 @@ from posd.core import hq_protocol as protocol
 from posd.hq.client import encode_batch
 from posd.core.money import Fen
 from posd.core.report import daily_report
+from posd.core.hq_protocol import refund_record
+from posd.core.refund import RefundState, new_refund
 from posd.core.sale import Sale, State
 from posd.store import OutboxRow, sale_record
 from posd.sync import summary_payload
@@ -47,6 +49,10 @@ def _batch() -> dict[str, object]:
     rows = [OutboxRow(n, n, f"sale:{s.out_trade_no}:{s.state.value}", "sale",
                       json.dumps(sale_record(s)), int(s.amount), s.updated_at, None, None, None)
             for n, s in enumerate(sales, 1)]
+    refund = replace(new_refund(sales[0], Fen(50), "returned", "S001T01R2405010900001", T0 + 9),
+                     id=1, state=RefundState.REFUNDED, refunded_at=T0 + 10, updated_at=T0 + 10)
+    rows.append(OutboxRow(8, 8, f"refund:{refund.out_refund_no}:refunded", "refund",
+                          json.dumps(refund_record(refund)), 50, T0 + 10, None, None, None))
     summary = summary_payload(daily_report(date(2024, 5, 1), sales), T0 + 86400)
     rows.append(OutboxRow(9, 9, "daily:2024-05-01", "daily_summary", json.dumps(summary), 0,
                           T0 + 86400, None, None, None))
@@ -59,11 +65,12 @@ def test_what_the_terminal_sends_is_valid(schema: Draft202012Validator) -> None:
     assert errors == []
     records = batch["records"]
     assert isinstance(records, list)
-    assert {r["type"] for r in records} == {"sale", "daily_summary"}
+    assert {r["type"] for r in records} == {"sale", "refund", "daily_summary"}
+    assert all(not isinstance(protocol.check_record(r), protocol.Rejected) for r in records)
 
 
 @pytest.mark.parametrize(("path", "value"), [
-    (("seq",), 0), (("day",), "1 May"), (("type",), "refund"), (("version",), 3),
+    (("seq",), 0), (("day",), "1 May"), (("type",), "voucher"), (("version",), 3),
     (("sale", "amount"), 1.5), (("sale", "amount"), -5), (("sale", "state"), "paying"),
     (("sale", "out_trade_no"), "has space"),
 ])

@@ -570,3 +570,84 @@ def test_from_config_names_a_missing_public_key(tmp_path: Path, pki: TestPki) ->
     config.alipay_public_key_file.unlink()
     with pytest.raises(ConfigError, match="alipay_public_key_file: .*No such file"):
         Alipay.from_config(config)
+
+
+# --- refunds (DESIGN §9, reference/channels.md §2.10) --------------------------------------
+
+from alipay import AliPay  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from posd.channels.alipay.client import REFUND, REFUND_QUERY  # noqa: E402
+from posd.core import refund as r  # noqa: E402
+
+REFUND_NO = "S001T01R25010112000000001"
+
+
+def _pem(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> str:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.TraditionalOpenSSL,
+                                 serialization.NoEncryption()).decode()
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def refund_ok(fund_change: str = "Y") -> bytes:
+    return answer(REFUND, code="10000", msg="Success", trade_no=TRADE_NO, out_trade_no=OUT,
+                  fund_change=fund_change, refund_fee="12.01")
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(amount=st.integers(1, 10**8), reason=st.text(max_size=60))
+def test_a_refund_is_signed_as_python_alipay_sdk_signs_it(exchange: Exchange, amount: int,
+                                                         reason: str) -> None:
+    result, server = exchange(
+        lambda c: c.refund(OUT, REFUND_NO, Fen(10**8), Fen(amount), reason), refund_ok())
+    assert result == r.Refunded(TRADE_NO)  # fund_change=Y: this call moved the money
+    query, biz = sent(server)
+    assert query["method"] == REFUND
+    assert (biz["out_trade_no"], biz["out_request_no"]) == (OUT, REFUND_NO)  # never left out
+    assert biz["refund_amount"] == f"{amount // 100}.{amount % 100:02d}"  # a string of yuan
+    # python-alipay-sdk (api_alipay_trade_refund's body), signing the same parameters:
+    sdk = AliPay(appid=query["app_id"], app_private_key_string=_pem(APP_KEY),
+                 alipay_public_key_string=_pem(ALIPAY_KEY.public_key()), sign_type="RSA2")
+    form = dict(parse_qsl(server.received[0].body.decode()))
+    data = sdk.build_body(REFUND, form["biz_content"], format="JSON")  # the same JSON text
+    data["timestamp"] = query["timestamp"]
+    unsigned = "&".join(f"{k}={v}" for k, v in sdk._ordered_data(data))  # noqa: SLF001
+    assert sdk._sign(unsigned) == query["sign"]  # noqa: SLF001
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    (refund_ok("N"), r.Accepted),  # a repeat, or nothing moved yet: the query decides
+    (failed(REFUND, "ACQ.SELLER_BALANCE_NOT_ENOUGH"), r.RefundRefused),
+    (failed(REFUND, "ACQ.TRADE_NOT_ALLOW_REFUND"), r.RefundRefused),
+    (failed(REFUND, "ACQ.SYSTEM_ERROR"), r.Unknown),
+    (failed(REFUND, "ACQ.DISCORDANT_REPEAT_REQUEST"), r.Unknown),
+    (answer(REFUND, code="20000", msg="Service Currently Unavailable"), r.Unknown),
+    (answer(REFUND, key=ALIPAY_KEY, code="10000", trade_no=TRADE_NO, out_trade_no="OTHER",
+            fund_change="Y"), r.Unknown),
+    ("DROP", r.Unknown),
+    (b"<html>", r.Unknown),
+])
+def test_refund_answers(exchange: Exchange, reply: Reply, expected: type) -> None:
+    result, _ = exchange(lambda c: c.refund(OUT, REFUND_NO, AMOUNT, AMOUNT, "x"), reply)
+    assert isinstance(result, expected), result
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"refund_status": "REFUND_SUCCESS", "refund_amount": "12.01"}, r.Refunded),
+    ({}, r.NoRefund),  # 未查询到退款: not received -- send the same refund again
+    ({"refund_amount": "12.01"}, r.Processing),
+    ({"refund_status": "REFUND_FAIL", "refund_amount": "12.01"}, r.Abnormal),
+])
+def test_refund_query_answers(exchange: Exchange, fields: dict[str, object],
+                              expected: type) -> None:
+    reply = answer(REFUND_QUERY, code="10000", msg="Success", trade_no=TRADE_NO,
+                   out_trade_no=OUT, **fields)
+    result, server = exchange(lambda c: c.refund_query(OUT, REFUND_NO), reply)
+    assert isinstance(result, expected), result
+    assert sent(server)[1] == {"out_trade_no": OUT, "out_request_no": REFUND_NO}

@@ -49,7 +49,7 @@ PAID_ALI = "281234567890121234"
 SALE_KEYS = {
     "id", "order_ref", "amount", "currency", "state", "final", "channel", "out_trade_no",
     "channel_trade_no", "auth_code", "decline_code", "message", "refunded", "subject",
-    "created_at", "paid_at", "updated_at", "deadline_at",
+    "created_at", "paid_at", "updated_at", "deadline_at", "refunded_amount",
 }
 
 # Fast timing so that sales settle in milliseconds; no 15 s WeChat reverse delay in tests.

@@ -169,3 +169,30 @@ def test_a_record_the_database_refuses_is_rejected_alone(hq: Hq, store: Store) -
         assert "refused" in result.rejected[0][1]
     else:  # SQLite keeps any text
         assert (result.accepted, result.rejected) == (3, ())
+
+
+def test_refunds_reach_hq_and_lower_the_days_net(hq: Hq, store: Store) -> None:
+    """A refund's final state is an outbox record of type ``refund`` written with it; HQ
+    counts the refunded ones in the day's refund_count, refund_amount and net_amount."""
+    from posd.core import refund as r
+
+    (sale,) = add_sales(store, [final_sale(1, State.PAID, 5000)])
+
+    def make(amount: int, n: int) -> object:
+        def decide(found: object, done: list[r.Refund], seq: int) -> r.Refund:
+            return r.new_refund(sale, r.Fen(amount), "returned", f"S001T01R{n}", T0 + 5)
+        return decide
+
+    done, _ = store.create_refund(sale.id, make(1200, 1))  # type: ignore[arg-type]
+    store.save_refund(replace(done, state=r.RefundState.REFUNDED, refunded_at=T0 + 6,
+                              updated_at=T0 + 6, next_action=None, next_at=None))
+    failed, _ = store.create_refund(sale.id, make(300, 2))  # type: ignore[arg-type]
+    store.save_refund(replace(failed, state=r.RefundState.REFUND_FAILED, updated_at=T0 + 7,
+                              next_action=None, next_at=None))
+    result = make_syncer(store, hq.url).push_all()
+    assert (result.sent, result.accepted, result.rejected) == (3, 3, ())
+    totals = hq.day()
+    assert (totals["paid_amount"], totals["refund_count"], totals["refund_amount"],
+            totals["net_amount"]) == (5000, 1, 1200, 3800)
+    assert totals["terminals"][0]["refund_amount"] == 1200
+    assert hq_counts(hq) == {"records": 3, "sales": 1}  # a refund is not a sale

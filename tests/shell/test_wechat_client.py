@@ -556,3 +556,77 @@ def test_from_config_reads_a_private_key_file(tmp_path: Path, pki: TestPki) -> N
     key_file.chmod(0o600)
     with pytest.raises(ConfigError, match="empty"):
         WechatPay.from_config(config)
+
+
+# --- refunds (DESIGN §9, reference/channels.md §1.8) --------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from wechatpy.pay.utils import calculate_signature_hmac  # noqa: E402
+
+from posd.core import refund as r  # noqa: E402
+
+REFUND_NO = "S001T01R25010112000000001"
+
+
+def refunded_query(status: str, **fields: str | None) -> bytes:
+    return answer(out_trade_no=OUT_TRADE_NO, refund_count="1", out_refund_no_0=REFUND_NO,
+                  refund_id_0="50300001", refund_status_0=status, **fields)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(amount=st.integers(1, 10**8), reason=st.text(max_size=120))
+def test_a_refund_is_signed_as_wechatpy_signs_and_names_its_number(
+        exchange: Exchange, amount: int, reason: str) -> None:
+    result, server = exchange(
+        lambda c: c.refund(OUT_TRADE_NO, REFUND_NO, Fen(10**8), Fen(amount), reason),
+        answer(out_trade_no=OUT_TRADE_NO, out_refund_no=REFUND_NO, refund_id="50300001"))
+    assert result == r.Accepted("50300001")  # accepted, not refunded: the query decides
+    received = server.received[0]
+    assert received.path == "/secapi/pay/refund"
+    fields = wire.from_xml(received.body)
+    unsigned = {k: v for k, v in fields.items() if k != "sign"}
+    assert fields["sign"] == calculate_signature_hmac(unsigned, KEY)  # wechatpy, independently
+    assert (fields["out_trade_no"], fields["out_refund_no"], fields["refund_fee"],
+            fields["total_fee"]) == (OUT_TRADE_NO, REFUND_NO, str(amount), str(10**8))
+    assert len(fields["refund_desc"]) <= 80 and fields["refund_desc"].isprintable()
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    (error("NOTENOUGH", "基本账户余额不足"), r.RefundRefused),
+    (error("TRADE_OVERDUE"), r.RefundRefused),
+    (error("SYSTEMERROR"), r.Unknown),
+    (error("BIZERR_NEED_RETRY"), r.Unknown),
+    (error("SOMETHING_NEW"), r.Unknown),
+    (rejected("频率限制"), r.Unknown),
+    (answer(out_refund_no="S001T01ROTHER"), r.Unknown),
+    ("HANG", r.Unknown),
+    (b"not xml", r.Unknown),
+    (answer(key="another-key-another-key-another-k"), r.Unknown),
+])
+def test_refund_answers(exchange: Exchange, reply: Reply, expected: type) -> None:
+    result, _ = exchange(lambda c: c.refund(OUT_TRADE_NO, REFUND_NO, AMOUNT, AMOUNT, "x"),
+                         reply)
+    assert isinstance(result, expected), result
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    (refunded_query("SUCCESS"), r.Refunded("50300001")),
+    (refunded_query("PROCESSING"), r.Processing("PROCESSING")),
+    (error("REFUNDNOTEXIST"), r.NoRefund("REFUNDNOTEXIST")),
+])
+def test_refundquery_answers(exchange: Exchange, reply: bytes, expected: object) -> None:
+    result, server = exchange(lambda c: c.refund_query(OUT_TRADE_NO, REFUND_NO), reply)
+    assert result == expected
+    fields = sent(server)
+    assert server.received[0].path == "/pay/refundquery" and fields["out_refund_no"] == REFUND_NO
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    ("REFUNDCLOSE", r.RefundRefused), ("CHANGE", r.Abnormal), ("WHATEVER", r.Unknown)])
+def test_refundquery_final_and_unknown_statuses(exchange: Exchange, status: str,
+                                                expected: type) -> None:
+    result, _ = exchange(lambda c: c.refund_query(OUT_TRADE_NO, REFUND_NO),
+                         refunded_query(status))
+    assert isinstance(result, expected), result
