@@ -177,3 +177,23 @@ def test_unpaid_trades_close_when_configured() -> None:
     assert late.state is TradeState.CLOSED
     assert ledger.pay(request(code("0002"), "T1"), T0 + 61)[0] is PayAnswer.ALREADY_CLOSED
     assert ledger.reverse(waiting, T0 + 61) is ReverseAnswer.CLOSED
+
+
+def test_refunds_follow_their_amount_never_double_and_survive_the_ledger_file() -> None:
+    from posd.channels.simulator.ledger import RefundReply, RefundStatus
+
+    book = Ledger(secret=b"k" * 32, refund_delay_s=8.0)
+    _, trade = book.pay(request(code("1234"), "T1", 5000), T0)
+    assert book.refund(trade, "R1", Fen(1201), T0 + 1)[1].status is RefundStatus.PROCESSING  # type: ignore[union-attr]
+    assert book.find_refund(trade, "R1", T0 + 10).status is RefundStatus.SUCCESS  # type: ignore[union-attr]
+    reply, entry = book.refund(trade, "R1", Fen(1201), T0 + 11)  # the same number again
+    assert reply is RefundReply.ACCEPTED and entry is not None and entry.requests == 2
+    assert book.refund(trade, "R1", Fen(1), T0 + 12)[0] is RefundReply.MISMATCH
+    assert book.refund(trade, "R2", Fen(1203), T0 + 13) == (RefundReply.BALANCE, None)
+    assert book.refund(trade, "R3", Fen(3800), T0 + 14)[0] is RefundReply.TOO_MUCH
+    assert book.refund(None, "R4", Fen(1), T0) == (RefundReply.NO_TRADE, None)
+    again = Ledger(secret=b"k" * 32)
+    again.load_json(json.loads(json.dumps(book.to_json())))
+    (kept,) = again.trades(T0 + 20)
+    assert [(r.out_refund_no, r.amount, r.status) for r in kept.refunds] == [
+        ("R1", 1201, RefundStatus.SUCCESS)]

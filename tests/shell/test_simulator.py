@@ -636,3 +636,26 @@ def test_downloadbill_without_trades_or_with_a_bad_date(sim: Simulator) -> None:
     assert answer == {"return_code": "FAIL", "return_msg": "No Bill Exist", "error_code": "20002"}
     assert from_xml(bill(sim, "20251341").content)["error_code"] == "20001"
     assert json.loads(json.dumps(sim.ledger())) == []
+
+
+def test_a_refund_is_a_row_of_its_own_in_the_bill(sim: Simulator, clock: Clock) -> None:
+    pay(sim, code("1234"), "PAID", amount=1250)
+    clock.now = T0 + 30
+    answer = call(sim, "/secapi/pay/refund", {"out_trade_no": "PAID", "out_refund_no": "PAIDR1",
+                                             "total_fee": "1250", "refund_fee": "200"})
+    assert answer["result_code"] == "SUCCESS" and answer["out_refund_no"] == "PAIDR1"
+    again = call(sim, "/secapi/pay/refund", {"out_trade_no": "PAID", "out_refund_no": "PAIDR1",
+                                            "total_fee": "1250", "refund_fee": "200"})
+    assert again["refund_id"] == answer["refund_id"]  # the same number: the same refund
+    found = call(sim, "/pay/refundquery", {"out_refund_no": "PAIDR1"})
+    assert (found["refund_count"], found["refund_status_0"]) == ("1", "SUCCESS")
+    day = datetime.fromtimestamp(T0, BEIJING).strftime("%Y%m%d")
+    rows = list(csv.reader(io.StringIO(bill(sim, day).text)))
+    details, summary = rows[1:-2], rows[-1]
+    refund = [r for r in details if r[9] == "`REFUND"]
+    assert [(r[6], r[15], r[16], r[14]) for r in refund] == [
+        ("`PAID", "`PAIDR1", "`2.00", "`" + answer["refund_id"])]
+    assert summary[:3] == ["`2", "`12.50", "`2.00"]
+    trade = sim.trade("PAID")
+    assert trade is not None and len(trade["refunds"]) == 1  # type: ignore[arg-type]
+    assert trade["refunds"][0]["requests"] == 2  # type: ignore[index]

@@ -5,7 +5,9 @@ Format (reference/channels.md §1.9): CSV text, a detail header line, detail row
 field is prefixed with a backtick (so Excel keeps long numbers), then a summary header and a
 summary row, also backticked. Amounts in yuan. Micropay rows have 交易类型 ``MICROPAY``; a
 paid-then-reversed order appears twice under the same order number: its payment (交易状态
-``SUCCESS``) and its refund (``REVOKED``, with the refunded amount). Days are Beijing days.
+``SUCCESS``) and its refund (``REVOKED``, with the refunded amount); a refund made with
+``/secapi/pay/refund`` is a row of its own on the day it succeeded (交易状态 ``REFUND``, with
+its 微信退款单号, 商户退款单号 and amount). Days are Beijing days.
 Fees are charged at the common 0.6 % rate and shown, as WeChat does, to 1/100,000 yuan.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from posd.core.zones import BEIJING
-from posd.channels.simulator.ledger import Trade, TradeState
+from posd.channels.simulator.ledger import RefundEntry, Trade, TradeState
 from posd.core.money import Fen, format_yuan
 
 BILL_TYPES = ("ALL", "SUCCESS", "REFUND")
@@ -40,6 +42,14 @@ class _Row:
     at: float
     trade: Trade
     refund: bool
+    #: a refund's row: that refund (None: the payment, or the refund a reverse made)
+    entry: RefundEntry | None = None
+
+    @property
+    def refunded(self) -> Fen:
+        if not self.refund:
+            return Fen(0)
+        return self.entry.amount if self.entry is not None else self.trade.amount
 
 
 def render_bill(
@@ -73,6 +83,9 @@ def _rows(trades: Iterable[Trade], day: date, bill_type: str) -> Iterator[_Row]:
         refunded_at = trade.closed_at if trade.state is TradeState.REFUNDED else None
         if refunds and refunded_at is not None and _day(refunded_at) == day:
             yield _Row(refunded_at, trade, refund=True)
+        for entry in trade.refunds if refunds else ():
+            if entry.succeeded_at is not None and _day(entry.succeeded_at) == day:
+                yield _Row(entry.succeeded_at, trade, refund=True, entry=entry)
 
 
 def _day(at: float) -> date:
@@ -80,10 +93,13 @@ def _day(at: float) -> date:
 
 
 def _detail(row: _Row, appid: str, mch_id: str) -> str:
-    t = row.trade
+    t, entry = row.trade, row.entry
     amount = format_yuan(t.amount)
-    refund = format_yuan(t.amount) if row.refund else "0.00"
-    fee = _fee(-t.amount if row.refund else t.amount)
+    refund = format_yuan(row.refunded) if row.refund else "0.00"
+    fee = _fee(-row.refunded if row.refund else t.amount)
+    state = "REVOKED" if row.refund and entry is None else "REFUND" if row.refund else "SUCCESS"
+    refund_id = entry.channel_refund_no if entry is not None else "50" + t.channel_trade_no[2:]
+    out_refund_no = entry.out_refund_no if entry is not None else t.out_trade_no
     fields = [
         datetime.fromtimestamp(row.at, BEIJING).strftime("%Y-%m-%d %H:%M:%S"),
         appid,
@@ -94,13 +110,13 @@ def _detail(row: _Row, appid: str, mch_id: str) -> str:
         t.out_trade_no,
         "oSIM" + t.buyer_ref,
         "MICROPAY",
-        "REVOKED" if row.refund else "SUCCESS",
+        state,
         "CFT",
         "CNY",
         amount,
         "0.00",
-        "50" + t.channel_trade_no[2:] if row.refund else "0",
-        t.out_trade_no if row.refund else "0",
+        refund_id if row.refund else "0",
+        out_refund_no if row.refund else "0",
         refund,
         "0.00",
         "ORIGINAL" if row.refund else "",
@@ -118,7 +134,7 @@ def _detail(row: _Row, appid: str, mch_id: str) -> str:
 
 def _summary(rows: list[_Row]) -> str:
     paid = Fen(sum(r.trade.amount for r in rows if not r.refund))
-    refunded = Fen(sum(r.trade.amount for r in rows if r.refund))
+    refunded = Fen(sum(r.refunded for r in rows))
     fields = [
         str(len(rows)),
         format_yuan(paid),
