@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -20,7 +21,10 @@ from posd.core.sale import (  # noqa: E402
     ANSWERS, COMMANDS, FINAL, PHASE_STATES, RULES, TRANSITIONS, Phase, State,
 )
 
+from posd.core import refund  # noqa: E402
+
 DOC = Path(__file__).with_name("state-machine.md")
+REFUNDS_DOC = Path(__file__).with_name("refunds.md")
 BLOCKS = ("diagram", "rules")
 
 
@@ -64,8 +68,20 @@ def rules() -> str:
     return "\n".join(lines)
 
 
-def render(text: str) -> str:
-    for name, make in zip(BLOCKS, (diagram, rules), strict=True):
+def refund_rules() -> str:
+    """posd.core.refund.RULES: what each answer to a refund or a refund query does."""
+    lines = ["| answer to | answer | leads to (or stays refunding) | what it means |",
+             "|---|---|---|---|"]
+    for action in refund.RefundAction:
+        for answer in refund.ANSWERS:
+            rule = refund.RULES[action, answer]
+            to = ", ".join(sorted(s.value for s in rule.to)) or "stays"
+            lines.append(f"| {action.value} | `{answer.__name__}` | {to} | {rule.says} |")
+    return "\n".join(lines)
+
+
+def render(text: str, blocks: tuple[tuple[str, Callable[[], str]], ...] | None = None) -> str:
+    for name, make in blocks or tuple(zip(BLOCKS, (diagram, rules), strict=True)):
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         block = f"{begin}\n{make()}\n{end}"
         text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _, b=block: b, text,
@@ -73,5 +89,10 @@ def render(text: str) -> str:
     return text
 
 
+REFUND_BLOCKS = (("refund-rules", refund_rules),)
+
+
 if __name__ == "__main__":
     DOC.write_text(render(DOC.read_text(encoding="utf-8")), encoding="utf-8")
+    REFUNDS_DOC.write_text(render(REFUNDS_DOC.read_text(encoding="utf-8"), REFUND_BLOCKS),
+                           encoding="utf-8")

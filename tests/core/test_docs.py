@@ -19,6 +19,10 @@ def test_state_diagram_matches_the_transition_table() -> None:
     spec.loader.exec_module(gen)
     text = (ROOT / "docs" / "state-machine.md").read_text(encoding="utf-8")
     assert gen.render(text) == text, "run: .venv/bin/python docs/make_state_diagram.py"
+    refunds = (ROOT / "docs" / "refunds.md").read_text(encoding="utf-8")
+    assert "refund-rules:begin" in refunds
+    assert gen.render(refunds, gen.REFUND_BLOCKS) == refunds, \
+        "run: .venv/bin/python docs/make_state_diagram.py"
 
 
 def _commands() -> list[str]:
