@@ -99,6 +99,12 @@ def test_every_sandbox_refund_ends_as_the_channel_says(h: RefundHarness, sim: Si
         assert entries[0]["amount"] == refund.amount
     if refund.state is RefundState.REFUNDED:
         assert entries[0]["status"] == "success" and refund.refunded_at is not None
+    health = h.engine.health()
+    if refund.state is RefundState.NEEDS_ATTENTION:  # a person must finish it: health says so
+        assert health["refunds_need_attention"] == [refund.id]
+        assert f"1 refund(s) need attention: {refund.id}" in health["degraded"]
+    else:
+        assert health["refunds_need_attention"] == [] and health["refunds_in_flight"] == 0
     assert sim.violations() == []
     events = [e["state"] for e in h.store.refund_events(refund.id)]
     assert events[0] == "refunding" and events[-1] == refund.state.value
