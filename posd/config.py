@@ -32,15 +32,11 @@ from posd.logs import SECRETS
 
 DEFAULT_PATH = Path("/etc/posd/config.toml")
 
-_Model = ConfigModel
-_optional_path = optional_path
-_check_url = check_url
 
 
 
 
-
-class StoreConfig(_Model):
+class StoreConfig(ConfigModel):
     id: str = Field(pattern=r"^[0-9A-Za-z]{1,8}$")
     name: str = Field(min_length=1, max_length=64)
     terminal_id: str = Field(pattern=r"^[0-9A-Za-z]{1,6}$")
@@ -63,7 +59,7 @@ class StoreConfig(_Model):
         return ZoneInfo(self.timezone)
 
 
-class PaymentConfig(_Model):
+class PaymentConfig(ConfigModel):
     #: pay call -> reverse if still not final. WeChat forbids a reverse before 15 s.
     deadline_s: float = Field(default=30.0, ge=16, le=300)
     #: delays between queries while the customer confirms; the last one repeats.
@@ -76,11 +72,11 @@ class PaymentConfig(_Model):
     awaiting_code_s: float = Field(default=600.0, ge=10, le=86400)
 
 
-class DatabaseConfig(_Model):
+class DatabaseConfig(ConfigModel):
     path: Path
 
 
-class ApiConfig(_Model):
+class ApiConfig(ConfigModel):
     listen: str = "127.0.0.1:8637"
     token_file: Path
     #: the manager's token (refunds, resolve); None: nobody can refund through posd
@@ -91,7 +87,7 @@ class ApiConfig(_Model):
     tls_key_file: Path | None = None
 
     _tls = field_validator("tls_cert_file", "tls_key_file", "manager_token_file",
-                           mode="before")(_optional_path)
+                           mode="before")(optional_path)
 
     @field_validator("listen")
     @classmethod
@@ -167,7 +163,7 @@ class ChannelsConfig(ConfigModel):
         return tuple(self.sections())
 
 
-class ScannerConfig(_Model):
+class ScannerConfig(ConfigModel):
     kind: Literal["hid", "serial", "console", "none"] = "none"
     #: tells several scanners apart in logs and /v1/health (``scanner.NAME``).
     name: str = Field(default="", pattern=r"^[0-9A-Za-z_-]{0,32}$")
@@ -208,7 +204,7 @@ class ScannerConfig(_Model):
         return self
 
 
-class PrinterConfig(_Model):
+class PrinterConfig(ConfigModel):
     """The receipt printer (posd.devices.printers, docs/printing.md)."""
 
     kind: Literal["usb", "serial", "network", "file", "console", "none"] = "console"
@@ -248,7 +244,7 @@ class PrinterConfig(_Model):
     #: how often the worker looks for jobs queued by other processes (posd receipt --print).
     poll_s: float = Field(default=2.0, gt=0, le=60)
 
-    _dir = field_validator("receipt_dir", mode="before")(_optional_path)
+    _dir = field_validator("receipt_dir", mode="before")(optional_path)
 
     @model_validator(mode="after")
     def _where(self) -> PrinterConfig:
@@ -259,7 +255,7 @@ class PrinterConfig(_Model):
         return self
 
 
-class ReceiptConfig(_Model):
+class ReceiptConfig(ConfigModel):
     """What receipts look like and which sales get one (posd.core.receipt)."""
 
     language: Literal["en", "zh"] = "en"
@@ -274,14 +270,14 @@ class ReceiptConfig(_Model):
     #: a TTF/OTF/TTC font with Chinese glyphs for PNG previews; empty = look for one.
     png_font_file: Path | None = None
 
-    _font = field_validator("png_font_file", mode="before")(_optional_path)
+    _font = field_validator("png_font_file", mode="before")(optional_path)
 
     @property
     def line_columns(self) -> int:
         return self.columns or {58: 32, 80: 48}[self.paper_mm]
 
 
-class ReportConfig(_Model):
+class ReportConfig(ConfigModel):
     """The daily summary (posd.core.report): business day and automatic printing."""
 
     #: the business day runs from this hour to the same hour the next day (0 = midnight).
@@ -290,7 +286,7 @@ class ReportConfig(_Model):
     auto_print_at: str = Field(default="", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$")
 
 
-class HqConfig(_Model):
+class HqConfig(ConfigModel):
     """HQ sync (posd.sync, docs/hq-sync.md)."""
 
     url: str = ""
@@ -310,22 +306,22 @@ class HqConfig(_Model):
     keep_acked_days: float = Field(default=30.0, ge=1, le=3650)
 
     _path = field_validator("token_file", "hmac_key_file", "ca_file", mode="before")(
-        _optional_path)
+        optional_path)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_url(value) if value else value
+        return check_url(value) if value else value
 
 
-class CodeRuleConfig(_Model):
+class CodeRuleConfig(ConfigModel):
     channel: str = Field(pattern=r"^[a-z]+$")
     prefixes: tuple[Annotated[str, Field(pattern=r"^[0-9]{1,4}$")], ...] = Field(min_length=1)
     min_length: int = Field(ge=8, le=32)
     max_length: int = Field(ge=8, le=32)
 
 
-class CodesConfig(_Model):
+class CodesConfig(ConfigModel):
     rules: tuple[CodeRuleConfig, ...] | None = None
 
     @property
@@ -337,7 +333,7 @@ class CodesConfig(_Model):
         )
 
 
-class LogConfig(_Model):
+class LogConfig(ConfigModel):
     """Log output (posd.logs): stderr, which systemd hands to journald; optionally JSON lines."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -346,10 +342,10 @@ class LogConfig(_Model):
     #: also append JSON lines to this file (e.g. /var/log/posd/posd.jsonl); empty = no file.
     json_file: Path | None = None
 
-    _file = field_validator("json_file", mode="before")(_optional_path)
+    _file = field_validator("json_file", mode="before")(optional_path)
 
 
-class Config(_Model):
+class Config(ConfigModel):
     store: StoreConfig
     payment: PaymentConfig = PaymentConfig()
     database: DatabaseConfig

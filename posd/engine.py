@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -42,6 +42,10 @@ from posd.store import Store
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Sale], None]
+#: a sale's or a refund's worker thread, and the event that wakes it
+_Worker = tuple[threading.Thread, threading.Event]
+#: what a long-poll waits on: a sale or a refund
+_Changing = TypeVar("_Changing", Sale, Refund)
 
 #: A sale still reversing this long after its pay call makes /v1/health say degraded.
 REVERSING_LONG_S = 300.0
@@ -122,10 +126,10 @@ class Engine:
         self._clock = clock
         self._policies = dict(policies or policies_for(config))
         self._refund_policies = dict(refund_policies or refund_policies_for(config))
-        self._refund_workers: dict[int, tuple[threading.Thread, threading.Event]] = {}
+        self._refund_workers: dict[int, _Worker] = {}
         self._refund_listeners: list[Callable[[Refund], None]] = []
         self._cond = threading.Condition(threading.RLock())
-        self._workers: dict[int, tuple[threading.Thread, threading.Event]] = {}
+        self._workers: dict[int, _Worker] = {}
         self._stopping = threading.Event()
         self.fatal = threading.Event()
         self.fatal_reason = ""
@@ -295,13 +299,17 @@ class Engine:
 
     def wait_for_change(self, sale_id: int, since: float, timeout: float) -> Sale:
         """Long-poll: the sale once its ``updated_at`` is later than ``since``, or at timeout."""
+        return self._await(lambda: self._store.get(sale_id), since, timeout)
+
+    def _await(self, read: Callable[[], _Changing], since: float, timeout: float) -> _Changing:
+        """``read()`` once what it reads was updated after ``since``, at timeout, or at stop."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                sale = self._store.get(sale_id)
+                found = read()
                 left = deadline - time.monotonic()
-                if sale.updated_at > since or left <= 0 or self._stopping.is_set():
-                    return sale
+                if found.updated_at > since or left <= 0 or self._stopping.is_set():
+                    return found
                 self._cond.wait(left)
 
     def list_sales(self, **filters: Any) -> list[Sale]:
@@ -354,14 +362,7 @@ class Engine:
 
     def wait_for_refund(self, refund_id: int, since: float, timeout: float) -> Refund:
         """Long-poll: the refund once its ``updated_at`` is later than ``since``, or at timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                refund = self._store.get_refund(refund_id)
-                left = deadline - time.monotonic()
-                if refund.updated_at > since or left <= 0 or self._stopping.is_set():
-                    return refund
-                self._cond.wait(left)
+        return self._await(lambda: self._store.get_refund(refund_id), since, timeout)
 
     def resolve(self, sale_id: int, as_: str, note: str) -> Sale:
         """A person records how a needs_attention sale ended (paid or reversed)."""
@@ -377,47 +378,30 @@ class Engine:
         return new
 
     def _spawn_refund(self, refund_id: int) -> None:
-        with self._cond:
-            existing = self._refund_workers.get(refund_id)
-            if existing is not None and existing[0].is_alive():
-                existing[1].set()
-                return
-            wake = threading.Event()
-            thread = threading.Thread(target=self._refund_work, args=(refund_id, wake),
-                                      name=f"refund-{refund_id}", daemon=True)
-            self._refund_workers[refund_id] = (thread, wake)
-        thread.start()
+        self._start_worker(self._refund_workers, refund_id, "refund", self._drive_refund)
 
-    def _refund_work(self, refund_id: int, wake: threading.Event) -> None:
-        try:
-            while not self._stopping.is_set():
-                refund = self._store.get_refund(refund_id)
-                if refund.final or refund.next_action is None or refund.next_at is None:
-                    return
-                delay = refund.next_at - self._clock()
-                if delay > 0:
-                    wake.wait(delay)
-                    wake.clear()
-                    continue
-                answer = self._perform_refund(refund)
-                with self._cond:
-                    current = self._store.get_refund(refund_id)
-                    policy = self._refund_policies.get(current.channel, refunds.RefundPolicy())
-                    new = refunds.on_result(current, refund.next_action, answer, self._clock(),
-                                            policy)
-                    self._store.save_refund(new, refund.next_action, describe(answer))
-                    self._cond.notify_all()
-                if new.state is not current.state:
-                    log.info("refund %d %s: %s -> %s (%s)", refund_id, new.out_refund_no,
-                             current.state, new.state, describe(answer))
-                self._notify_refund(new)
-        except StoreError as err:
-            log.critical("refund %d: %s", refund_id, err)
-            self._fail(err)
-        finally:
+    def _drive_refund(self, refund_id: int, wake: threading.Event) -> None:
+        while not self._stopping.is_set():
+            refund = self._store.get_refund(refund_id)
+            if refund.final or refund.next_action is None or refund.next_at is None:
+                return
+            delay = refund.next_at - self._clock()
+            if delay > 0:
+                wake.wait(delay)
+                wake.clear()
+                continue
+            answer = self._perform_refund(refund)
             with self._cond:
-                if self._refund_workers.get(refund_id, (None,))[0] is threading.current_thread():
-                    del self._refund_workers[refund_id]
+                current = self._store.get_refund(refund_id)
+                policy = self._refund_policies.get(current.channel, refunds.RefundPolicy())
+                new = refunds.on_result(current, refund.next_action, answer, self._clock(),
+                                        policy)
+                self._store.save_refund(new, refund.next_action, describe(answer))
+                self._cond.notify_all()
+            if new.state is not current.state:
+                log.info("refund %d %s: %s -> %s (%s)", refund_id, new.out_refund_no,
+                         current.state, new.state, describe(answer))
+            self._notify_refund(new)
 
     def _perform_refund(self, refund: Refund) -> RefundAnswer:
         channel = self._channels.get(refund.channel)
@@ -497,29 +481,41 @@ class Engine:
     # --- workers -------------------------------------------------------------------------
 
     def _spawn(self, sale_id: int, auth_code: str | None) -> None:
+        self._start_worker(self._workers, sale_id, "sale",
+                           lambda key, wake: self._drive(key, auth_code, wake))
+
+    def _start_worker(self, workers: dict[int, _Worker], key: int, what: str,
+                      drive: Callable[[int, threading.Event], None]) -> None:
+        """One worker thread per sale or refund: wake the one running, or start one."""
         with self._cond:
-            existing = self._workers.get(sale_id)
+            existing = workers.get(key)
             if existing is not None and existing[0].is_alive():
                 existing[1].set()
                 return
             wake = threading.Event()
-            thread = threading.Thread(target=self._work, args=(sale_id, auth_code, wake),
-                                      name=f"sale-{sale_id}", daemon=True)
-            self._workers[sale_id] = (thread, wake)
+            thread = threading.Thread(target=self._work, args=(workers, key, what, drive, wake),
+                                      name=f"{what}-{key}", daemon=True)
+            workers[key] = (thread, wake)
         thread.start()
 
-    def _work(self, sale_id: int, auth_code: str | None, wake: threading.Event) -> None:
+    def _work(self, workers: dict[int, _Worker], key: int, what: str,
+              drive: Callable[[int, threading.Event], None], wake: threading.Event) -> None:
         try:
-            self._drive(sale_id, auth_code, wake)
+            drive(key, wake)
         except StoreError as err:
             # Cannot commit: stop. The daemon exits non-zero, systemd restarts it, and
-            # start-up recovery resumes the sale from what was committed.
-            log.critical("sale %d: %s", sale_id, err)
+            # start-up recovery resumes the sale or refund from what was committed.
+            log.critical("%s %d: %s", what, key, err)
             self._fail(err)
         finally:
             with self._cond:
-                if self._workers.get(sale_id, (None,))[0] is threading.current_thread():
-                    del self._workers[sale_id]
+                if workers.get(key, (None,))[0] is threading.current_thread():
+                    del workers[key]
+
+    def _has_worker(self, workers: dict[int, _Worker], key: int) -> bool:
+        with self._cond:
+            worker = workers.get(key)
+        return worker is not None and worker[0].is_alive()
 
     def _drive(self, sale_id: int, auth_code: str | None, wake: threading.Event) -> None:
         while not self._stopping.is_set():
@@ -606,17 +602,11 @@ class Engine:
                 if machine.is_forgotten(sale, now, self._config.payment.awaiting_code_s):
                     self.expire(sale.id)
                 continue
-            with self._cond:
-                worker = self._workers.get(sale.id)
-            if worker is None or not worker[0].is_alive():
+            if not self._has_worker(self._workers, sale.id):
                 log.warning("sale %d had no worker; resuming it", sale.id)
                 self._spawn(sale.id, None)
         for refund in self._store.find_refunds(open_only=True):
-            if refund.final:
-                continue
-            with self._cond:
-                worker = self._refund_workers.get(refund.id)
-            if worker is None or not worker[0].is_alive():
+            if not refund.final and not self._has_worker(self._refund_workers, refund.id):
                 log.warning("refund %d had no worker; resuming it", refund.id)
                 self._spawn_refund(refund.id)
 

@@ -104,7 +104,8 @@ class _Routes:
             _check_replay(sale, body, idempotency_key)
             response.status_code = 200
         response.headers["Location"] = f"/v1/sales/{sale.id}"
-        return self._out(sale)
+        # A sale just made has no refund; a replayed one may have had some since.
+        return sale_out(sale, self.tz) if created else self._out(sale)
 
     def get_sale(
         self,

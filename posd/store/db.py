@@ -269,20 +269,32 @@ class Store:
         """Write the sale's new state with an event and the change's effects (a receipt to
         print, a record for HQ: posd.core.effects), all in one transaction."""
         with self._tx() as db:
-            found = db.execute("select state from sales where id = ?", [sale.id]).fetchone()
-            if found is None:
-                raise NotFoundError(f"no sale {sale.id}")
-            db.table("sales").update(sale.id, _row(sale))
+            before = State(self._replace(db, "sales", sale.id, _row(sale)))
             self._event(db, sale, action, detail)
-            self._write(db, of_change(State(found[0]), sale, self._outputs))
+            self._write(db, of_change(before, sale, self._outputs))
         return sale
 
-    def _event(self, db: Database, sale: Sale, action: Action | None, detail: str) -> None:
-        db.table("sale_events").insert({
-            "sale_id": sale.id, "at": sale.updated_at, "state": sale.state.value,
+    @staticmethod
+    def _replace(db: Database, table: str, row_id: int, row: dict[str, Any]) -> str:
+        """Update a sale or refund row; the state it was in (NotFoundError: no such row)."""
+        found = db.execute(f"select state from {table} where id = ?", [row_id]).fetchone()
+        if found is None:
+            raise NotFoundError(f"no {table[:-1]} {row_id}")
+        db.table(table).update(row_id, row)
+        return str(found[0])
+
+    @staticmethod
+    def _history(db: Database, table: str, owner: str, record: Sale | Refund,
+                 action: Action | RefundAction | None, detail: str) -> None:
+        """One line of a sale's or refund's append-only history."""
+        db.table(table).insert({
+            owner: record.id, "at": record.updated_at, "state": record.state.value,
             "action": action.value if action else None, "detail": detail[:500],
-            "message": sale.message,
+            "message": record.message,
         })
+
+    def _event(self, db: Database, sale: Sale, action: Action | None, detail: str) -> None:
+        self._history(db, "sale_events", "sale_id", sale, action, detail)
 
     def _write(self, db: Database, effects: tuple[Effect, ...]) -> None:
         for effect in effects:
@@ -379,21 +391,14 @@ class Store:
                     detail: str = "") -> Refund:
         """Write the refund's new state with an event and its effects (slip, HQ record)."""
         with self._tx() as db:
-            found = db.execute("select state from refunds where id = ?", [refund.id]).fetchone()
-            if found is None:
-                raise NotFoundError(f"no refund {refund.id}")
-            db.table("refunds").update(refund.id, _refund_row(refund))
+            before = RefundState(self._replace(db, "refunds", refund.id, _refund_row(refund)))
             self._refund_event(db, refund, action, detail)
-            self._write(db, of_refund_change(RefundState(found[0]), refund, self._outputs))
+            self._write(db, of_refund_change(before, refund, self._outputs))
         return refund
 
     def _refund_event(self, db: Database, refund: Refund, action: RefundAction | None,
                       detail: str) -> None:
-        db.table("refund_events").insert({
-            "refund_id": refund.id, "at": refund.updated_at, "state": refund.state.value,
-            "action": action.value if action else None, "detail": detail[:500],
-            "message": refund.message,
-        })
+        self._history(db, "refund_events", "refund_id", refund, action, detail)
 
     def get_refund(self, refund_id: int) -> Refund:
         with self._read() as db:

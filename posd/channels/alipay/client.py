@@ -296,7 +296,7 @@ def _by_sub_code(table: Mapping[str, ChannelResult], answer: wire.Answer,
     return _with_text(known, answer.text("sub_msg"))
 
 
-def _common(answer: _Reply, method: str) -> ChannelResult | wire.Answer:
+def _common(answer: _Reply, method: str) -> Unknown | wire.Answer:
     """What every method treats alike: no answer, system errors, an unknown code."""
     if isinstance(answer, Unknown):
         return answer
@@ -366,18 +366,10 @@ def _cancel_result(reply: _Reply) -> ChannelResult | None:
             return Unknown(f"{CANCEL}: unknown action {text(other)!r}")
 
 
-def _refund_common(reply: _Reply, method: str) -> RefundAnswer | wire.Answer:
-    """Not a usable answer (no answer, not taken, system error): Unknown, and the query
-    decides (a refund Alipay never got is sent again under the same number)."""
-    answer = _common(reply, method)
-    if not isinstance(answer, wire.Answer):
-        assert isinstance(answer, Unknown)  # _common answers Unknown or the answer itself
-        return answer
-    return answer
-
-
 def _refund_result(reply: _Reply) -> RefundAnswer:
-    answer = _refund_common(reply, REFUND)
+    # Not a usable answer (no answer, not taken, system error): Unknown, and the query
+    # decides (a refund Alipay never got is sent again under the same number).
+    answer = _common(reply, REFUND)
     if not isinstance(answer, wire.Answer):
         return answer
     if answer.text("code") == "40004":
@@ -397,7 +389,7 @@ def _refund_result(reply: _Reply) -> RefundAnswer:
 
 
 def _refund_query_result(reply: _Reply, out_refund_no: str) -> RefundAnswer:
-    answer = _refund_common(reply, REFUND_QUERY)
+    answer = _common(reply, REFUND_QUERY)
     if not isinstance(answer, wire.Answer):
         return answer
     if answer.text("code") == "40004" and answer.text("sub_code") == "ACQ.TRADE_NOT_EXIST":
