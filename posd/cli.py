@@ -136,6 +136,19 @@ def _add_paper_commands(add: Callable[[str, str], argparse.ArgumentParser],
     daily.add_argument("--format", choices=("text", "json", "csv"), default="text")
     daily.add_argument("--print", action="store_true", help="also print it on the printer")
     wait(daily)
+    help_ = ("Compare the channels' daily bills with posd's records; exit 0 all matched, "
+             "1 differences remain, 69 bill not available yet.")
+    rec = with_config(add("reconcile", help_))
+    rec.add_argument("--date", help="the bill day YYYY-MM-DD, Beijing time (default: yesterday)")
+    rec.add_argument("--channel", help="one channel (default: every enabled one)")
+    rec.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    rec.add_argument("--print", action="store_true", help="also print it on the printer")
+    rec.add_argument("--kept", action="store_true",
+                     help="show the kept result; do not ask the channels again")
+    rec.add_argument("--resolve", type=int, metavar="ID",
+                     help="record what was done about difference ID (needs --note)")
+    rec.add_argument("--note", help="with --resolve: what you did, and where")
+    wait(rec)
     receipt = with_config(add("receipt", "Show a sale's receipt; --print reprints it."))
     receipt.add_argument("sale_id", type=int)
     receipt.add_argument("--print", action="store_true", help="reprint it (marked REPRINT)")
@@ -329,6 +342,18 @@ def cmd_report(args: argparse.Namespace) -> int:
                           wait_s=args.wait)
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from posd.reconcile_command import reconcile_command, resolve_command
+
+    if args.resolve is not None:
+        if not args.note:
+            raise InputError("--resolve needs --note: say what was done about it")
+        return resolve_command(_load(args), args.resolve, args.note)
+    setup_logging(logging.WARNING)  # the result is the output; the clients' INFO lines are not
+    return reconcile_command(_load(args), day=args.date, channel=args.channel, fmt=args.format,
+                             to_printer=args.print, wait_s=args.wait, kept=args.kept)
+
+
 def cmd_receipt(args: argparse.Namespace) -> int:
     from posd.print_commands import receipt_command
 
@@ -368,6 +393,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "hq serve": cmd_hq_serve,
     "report": cmd_report,
     "receipt": cmd_receipt,
+    "reconcile": cmd_reconcile,
     "doctor": cmd_doctor,
     "backup": cmd_backup,
 }

@@ -314,6 +314,20 @@ class HqConfig(ConfigModel):
         return check_url(value) if value else value
 
 
+class ReconcileConfig(ConfigModel):
+    """The daily reconciliation against the channels' bills (posd.reconcile, DESIGN §10)."""
+
+    enabled: bool = True
+    #: "HH:MM" Beijing time (the channels' bill day): bills are ready after about 09:00-10:00;
+    #: a day whose bill is not there yet is tried again every ``retry_every_min``.
+    at: str = Field(default="10:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    retry_every_min: float = Field(default=30.0, ge=1, le=720)
+    #: where the bills are kept verbatim; empty = ``bills/`` beside the database.
+    bills_dir: Path | None = None
+
+    _path = field_validator("bills_dir", mode="before")(optional_path)
+
+
 class CodeRuleConfig(ConfigModel):
     channel: str = Field(pattern=r"^[a-z]+$")
     prefixes: tuple[Annotated[str, Field(pattern=r"^[0-9]{1,4}$")], ...] = Field(min_length=1)
@@ -358,6 +372,7 @@ class Config(ConfigModel):
     receipt: ReceiptConfig = ReceiptConfig()
     report: ReportConfig = ReportConfig()
     hq: HqConfig = HqConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
     codes: CodesConfig = CodesConfig()
     log: LogConfig = LogConfig()
 

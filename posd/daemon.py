@@ -26,6 +26,7 @@ from posd.core.effects import Outputs
 from posd.core.refund import RefundPolicy
 from posd.devices.print_queue import Printing, daily_reports, printed_states
 from posd.devices.scanners import ConsoleScanner, DeviceReader, open_scanners
+from posd.reconcile import DailyReconciliation, Reconciler, health_probe
 from posd.store import Store
 from posd.sync import SyncWorker
 
@@ -74,6 +75,8 @@ class Daemon:
     stopped: threading.Event = field(default_factory=threading.Event)
     #: systemd's notification socket (posd run under systemd); does nothing otherwise.
     notifier: Notifier = field(default_factory=Notifier)
+    #: the daily reconciliation job (None: [reconcile] enabled = false)
+    reconciling: DailyReconciliation | None = None
 
     @classmethod
     def build(cls, config: Config, *, receipts_to: TextIO | None = None,
@@ -83,7 +86,14 @@ class Daemon:
         token = read_api_token(config)
         manager_token = read_manager_token(config)
         store = Store.open(config.database.path, outputs=outputs_for(config))
-        engine = Engine(config, store, build_channels(config), refund_policies=refund_policies)
+        channels = build_channels(config)
+        engine = Engine(config, store, channels, refund_policies=refund_policies)
+        # The API and `posd reconcile` can always run a day; [reconcile] enabled is the job.
+        reconciler = Reconciler.from_config(config, store, channels)
+        reconciling = DailyReconciliation(
+            reconciler, at=config.reconcile.at, retry_every_min=config.reconcile.retry_every_min
+        ) if config.reconcile.enabled else None
+        engine.add_health_probe("reconciliation", health_probe(store, reconciling))
         printing = Printing.from_config(config, store, receipts_to or sys.stdout)
         if printing is not None:
             printing.attach(engine)  # wakes the print worker (a console prints at once); health
@@ -92,7 +102,7 @@ class Daemon:
         tls = ((str(config.api.tls_cert_file), str(config.api.tls_key_file))
                if config.api.tls else None)
         api = ApiServer(create_app(engine, token, store_timezone=tz, daily=reports,
-                                   manager_token=manager_token),
+                                   manager_token=manager_token, reconciler=reconciler),
                         config.api.host,
                         config.api.port, tls=tls)
         readers = open_scanners(config.all_scanners, engine.scan)
@@ -104,7 +114,7 @@ class Daemon:
             engine.add_refund_listener(sync.on_refund)
             engine.add_health_probe("hq_sync", sync.health)
         return cls(config, store, engine, api, readers=readers, sync=sync, printing=printing,
-                   notifier=notifier or Notifier())
+                   notifier=notifier or Notifier(), reconciling=reconciling)
 
     def start(self, *, scanner_stream: TextIO | None = None) -> None:
         self.notifier.status("resuming unfinished sales")
@@ -113,6 +123,8 @@ class Daemon:
             self.sync.start()
         if self.printing is not None:
             self.printing.start()
+        if self.reconciling is not None:
+            self.reconciling.start()
         self.api.start()
         log.info("API listening on %s (%d sale(s) resumed)", self.api.url, resumed)
         kind = self.config.scanner.kind
@@ -157,6 +169,8 @@ class Daemon:
             reader.stop()
         # The engine first: it refuses new sales (503) and wakes long-polls at once, then
         # lets requests on the wire finish; the API answers meanwhile, then closes.
+        if self.reconciling is not None:
+            self.reconciling.stop()
         self.engine.stop()
         self.api.stop()
         if self.sync is not None:

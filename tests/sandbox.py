@@ -65,6 +65,9 @@ def make_config(tmp: Path, sim_url: str, pki: TestPki, *, sign_type: str = "HMAC
         }},
         "scanner": {"kind": "none"},
         "printer": {"kind": "none"},
+        # The daily job is off unless a test is about it: its downloads would take faults
+        # other tests queue for their own requests.
+        "reconcile": {"enabled": False},
     }
     if alipay is not None:
         data["channels"]["alipay"] = alipay_section(sim_url, alipay, pki,

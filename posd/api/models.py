@@ -161,6 +161,48 @@ class ResolveRequest(BaseModel):
     note: str = Field(min_length=1, max_length=200, description="what was checked, and where")
 
 
+class ReconcileRequest(BaseModel):
+    """``POST /v1/reconciliations``: run a bill day now (manager token)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date: str | None = Field(default=None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                             description="the bill day, Beijing time; default yesterday")
+    channel: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,32}$",
+                                description="one channel; default every enabled one")
+
+
+class DifferenceResolveRequest(BaseModel):
+    """``POST /v1/reconciliations/differences/{id}/resolve``: what a person did about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=500, description="e.g. refunded in the merchant "
+                      "platform on 12-02, refund no. ...; or: recorded as a sale by hand")
+
+
+class ReconciliationOut(BaseModel):
+    """One channel's reconciliation of one bill day (docs/reconciliation.md)."""
+
+    id: int
+    channel: str
+    date: str = Field(description="the bill day (Beijing), YYYY-MM-DD")
+    status: Literal["matched", "held", "differences", "waiting", "failed"]
+    detail: str = Field(description="one sentence: all matched, how many differ, or why not run")
+    attempts: int
+    run_at: str = Field(description="ISO 8601, Beijing time")
+    bill_file: str | None = Field(description="the bill as downloaded, under the state directory")
+    result: dict[str, Any] | None = Field(description="the result (version 1): counts, "
+                                          "figures, differences (each with id, resolved_at, "
+                                          "resolved_note), held records; null when no bill "
+                                          "was read")
+
+
+class ReconciliationList(BaseModel):
+    verdict: str = Field(description='"all matched", or what remains')
+    reconciliations: list[ReconciliationOut]
+
+
 class TallyOut(BaseModel):
     count: int
     amount: int = Field(description="fen")

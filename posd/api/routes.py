@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Response, Security
@@ -19,6 +19,8 @@ from fastapi.security import HTTPBearer
 
 from posd import __version__
 from posd.engine import Engine
+from posd.reconcile import Reconciler, yesterday
+from posd.reconcile_command import row_json, verdict
 from posd.core.errors import (
     ConfigError,
     ConflictError,
@@ -38,6 +40,9 @@ from posd.api.models import (
     DailyReportOut,
     ErrorOut,
     HealthOut,
+    DifferenceResolveRequest,
+    ReconcileRequest,
+    ReconciliationList,
     RefundList,
     RefundOut,
     RefundRequest,
@@ -68,10 +73,12 @@ class _Routes:
     """The handlers, bound to one engine and one time zone."""
 
     def __init__(self, engine: Engine, tz: tzinfo | None,
-                 daily: Callable[[date | None], DailyReport] | None = None) -> None:
+                 daily: Callable[[date | None], DailyReport] | None = None,
+                 reconciler: Reconciler | None = None) -> None:
         self.engine = engine
         self.tz = tz
         self.daily = daily or self._calendar_day
+        self.reconciler = reconciler
 
     def _calendar_day(self, day: date | None) -> DailyReport:
         which = day or self._today()
@@ -227,6 +234,47 @@ class _Routes:
         """The Z-report of one day: per channel counts and totals (fen), net, open issues."""
         return report_out(self.daily(parse_day(day) if day is not None else None))
 
+    def _reconciler(self) -> Reconciler:
+        if self.reconciler is None:
+            raise ConflictError("this API was started without reconciliation")
+        return self.reconciler
+
+    def list_reconciliations(
+        self,
+        day: Annotated[str | None, Query(
+            alias="date", examples=["2024-05-01"], json_schema_extra=DAY_FORMAT,
+            description="the bill day YYYY-MM-DD (Beijing); default: the last 7 days")] = None,
+        channel: Annotated[str | None, Query(max_length=32)] = None,
+    ) -> ReconciliationList:
+        """Kept reconciliation results, newest day first, with every difference and what
+        a person recorded about it."""
+        store = self._reconciler().store
+        if day is not None:
+            rows = store.reconciliations(day=parse_day(day).isoformat(), channel=channel)
+        else:
+            since = (yesterday(time.time()) - timedelta(days=6)).isoformat()
+            rows = store.reconciliations(since_day=since, channel=channel)
+        return ReconciliationList(verdict=verdict(rows),
+                                  reconciliations=[row_json(r) for r in rows])  # type: ignore[misc]
+
+    def run_reconciliation(self, body: ReconcileRequest) -> ReconciliationList:
+        """Run a bill day now (manager token): download the bills, judge, ask the channel
+        about each difference, keep the result. Takes as long as the channels take."""
+        reconciler = self._reconciler()
+        day = parse_day(body.date) if body.date else yesterday(time.time())
+        reconciler.run(day, [body.channel] if body.channel else None)
+        rows = reconciler.store.reconciliations(day=day.isoformat(), channel=body.channel)
+        return ReconciliationList(verdict=verdict(rows),
+                                  reconciliations=[row_json(r) for r in rows])  # type: ignore[misc]
+
+    def resolve_difference(self, difference_id: SaleId,
+                           body: DifferenceResolveRequest) -> dict[str, Any]:
+        """Record what a person did about a difference (manager token); 409 if resolved."""
+        reconciler = self._reconciler()
+        return reconciler.store.resolve_difference(
+            difference_id, body.note, time.time(), store_id=reconciler.store_id,
+            terminal_id=reconciler.terminal_id)
+
     async def health(self) -> JSONResponse:
         """Liveness plus what is degraded. No token needed.
 
@@ -312,6 +360,15 @@ def _add_routes(app: FastAPI, routes: _Routes) -> None:
                      response_model=SaleOut, dependencies=manager,
                      responses={**forbidden, 409: {"model": ErrorOut, "description":
                                                    "The sale does not need attention"}})
+    v1.add_api_route("/reconciliations", routes.list_reconciliations, methods=["GET"],
+                     response_model=ReconciliationList)
+    v1.add_api_route("/reconciliations", routes.run_reconciliation, methods=["POST"],
+                     response_model=ReconciliationList, dependencies=manager,
+                     responses={**forbidden})
+    v1.add_api_route("/reconciliations/differences/{difference_id}/resolve",
+                     routes.resolve_difference, methods=["POST"], dependencies=manager,
+                     responses={**forbidden, 409: {"model": ErrorOut,
+                                                   "description": "Resolved already"}})
     app.include_router(v1)
     app.add_api_route("/v1/health", routes.health, methods=["GET"], response_model=HealthOut,
                       responses={503: {"model": HealthOut, "description": "Database unusable"}})
@@ -336,7 +393,8 @@ def _add_docs(app: FastAPI) -> None:
 
 def create_app(engine: Engine, token: str, *, store_timezone: tzinfo | None = None,
                daily: Callable[[date | None], DailyReport] | None = None,
-               manager_token: str | None = None) -> FastAPI:
+               manager_token: str | None = None,
+               reconciler: Reconciler | None = None) -> FastAPI:
     """The API app over ``engine``. Dates and times are in ``store_timezone`` (None: local).
 
     ``daily(day)`` makes the report of a business day (None: the current one); the daemon
@@ -348,7 +406,7 @@ def create_app(engine: Engine, token: str, *, store_timezone: tzinfo | None = No
     app = FastAPI(title="posd", version=__version__, redoc_url=None, docs_url=None,
                   description="Payment-code payments at the counter: the register's API.")
     install_error_handlers(app)
-    _add_routes(app, _Routes(engine, store_timezone, daily))
+    _add_routes(app, _Routes(engine, store_timezone, daily, reconciler))
     _add_docs(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(TokenAuth, token=token,  # added last = outermost: runs first

@@ -9,8 +9,10 @@ reset, 5xx, garbage or a bad signature is ``Unknown(may_have_arrived=True)``.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import ClassVar, Protocol
 
+from posd.core.bills import BillAnswer
 from posd.core.money import Fen
 from posd.core.refund import RefundAnswer
 from posd.core.sale import ChannelResult
@@ -39,6 +41,11 @@ class Channel(Protocol):
 
     def refund_query(self, out_trade_no: str, out_refund_no: str) -> RefundAnswer:
         """Ask how refund ``out_refund_no`` stands."""
+        ...
+
+    def download_bill(self, day: date) -> BillAnswer:
+        """The day's bill as the channel serves it (bytes, kept verbatim), ``NoBill``, or
+        ``BillFailed`` (reconciliation, DESIGN §10)."""
         ...
 
     def close(self) -> None:

@@ -101,6 +101,28 @@ def exchange(
         return failure(what, err)
 
 
+def get(
+    session: requests.Session,
+    url: str,
+    *,
+    timeout: tuple[float, float],
+    verify: str | bool,
+    limit: int,
+    what: str,
+) -> tuple[int, bytes] | Unknown:
+    """GET once (no retries, no redirects): (status, body of at most ``limit`` bytes), or
+    Unknown. For downloads a signed answer pointed at (Alipay's bill URL)."""
+    try:
+        with session.get(url, timeout=timeout, verify=verify, stream=True,
+                         allow_redirects=False) as response:
+            data = read_bounded(response, limit, what)
+            if isinstance(data, Unknown):
+                return data
+            return response.status_code, data
+    except (OSError, Urllib3Error) as err:
+        return failure(what, err)
+
+
 def read_bounded(response: requests.Response, limit: int, what: str) -> bytes | Unknown:
     """The body of a ``stream=True`` response, or Unknown if it is larger than ``limit``.
 

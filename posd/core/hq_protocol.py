@@ -38,7 +38,8 @@ MAX_BATCH: Final = 1000
 #: record types and the versions this code understands. Sale records: version 2 (explicit
 #: fields, below) is what terminals send now; version 1 (the terminal's whole internal row,
 #: scheduling fields included) is still taken from terminals not yet upgraded.
-VERSIONS: Final = {"sale": (1, 2), "refund": (1,), "daily_summary": (1,)}
+VERSIONS: Final = {"sale": (1, 2), "refund": (1,), "daily_summary": (1,),
+                   "reconciliation": (1,)}
 SALE_VERSION: Final = 2
 #: A version 2 sale record's fields: what HQ may rely on, and nothing of posd's scheduling.
 #: ``auth_code`` is masked (first 4 + last 4 digits), under the API's name for it.
@@ -145,8 +146,8 @@ def check_record(data: object) -> Record | Rejected:
         return Rejected(str(record_id)[:128], "record_id must be 1-128 of [0-9A-Za-z_:.-]")
     why = _envelope_problem(data)
     if why is None:
-        why = {"sale": _sale_problem, "refund": _refund_problem}.get(
-            data["type"], _summary_problem)(data)
+        why = {"sale": _sale_problem, "refund": _refund_problem,
+               "reconciliation": _reconciliation_problem}.get(data["type"], _summary_problem)(data)
     if why is not None:
         return Rejected(record_id, why)
     base = Record(record_id, data["seq"], data["day"], data["type"], data)
@@ -200,6 +201,30 @@ def _refund_problem(data: dict[str, Any]) -> str | None:
         return "refund.amount must be a whole number of fen, more than 0"
     if refund.get("channel") is not None and not isinstance(refund["channel"], str):
         return "refund.channel must be a string or null"
+    return None
+
+
+#: a reconciliation's statuses (posd.core.reconcile.Reconciliation.status)
+RECONCILIATION_STATUSES: Final = frozenset({"matched", "held", "differences"})
+
+
+def _reconciliation_problem(data: dict[str, Any]) -> str | None:
+    """A ``reconciliation`` record (version 1): one channel's result for one bill day, as
+    posd.core.reconcile.as_json writes it, with the terminal's ids and when it ran."""
+    body = data.get("reconciliation")
+    if not isinstance(body, dict):
+        return "a reconciliation record needs a 'reconciliation' object"
+    if not isinstance(body.get("channel"), str) or not body["channel"]:
+        return "reconciliation.channel must be a non-empty string"
+    if not isinstance(body.get("date"), str) or not is_day(body["date"]):
+        return "reconciliation.date must be a date written YYYY-MM-DD"
+    if body.get("status") not in RECONCILIATION_STATUSES:
+        return f"reconciliation.status must be one of {', '.join(sorted(RECONCILIATION_STATUSES))}"
+    counts, differences = body.get("counts"), body.get("differences")
+    if not isinstance(counts, dict) or not all(_is_int(n) for n in counts.values()):
+        return "reconciliation.counts must map each class to a whole number"
+    if not isinstance(differences, list) or not all(isinstance(d, dict) for d in differences):
+        return "reconciliation.differences must be a list of objects"
     return None
 
 

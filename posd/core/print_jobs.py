@@ -95,6 +95,8 @@ class JobKind(enum.StrEnum):
     REPORT = "report"
     #: a refund's slip (posd.core.receipt.refund_elements)
     REFUND = "refund"
+    #: a bill day's reconciliation, every channel (posd.core.reconcile_paper)
+    RECONCILIATION = "reconciliation"
 
 
 class JobState(enum.StrEnum):
@@ -161,6 +163,11 @@ def refund_job(refund_id: int, sale_id: int, state: str, now: float, *,
 def report_job(day: str, now: float, *, key: str | None = None) -> PrintJob:
     """A business day's report (Z once the day is over, X before)."""
     return PrintJob(JobKind.REPORT, now, now, key=key, day=day)
+
+
+def reconciliation_job(day: str, now: float) -> PrintJob:
+    """A bill day's reconciliation results (as kept when it prints)."""
+    return PrintJob(JobKind.RECONCILIATION, now, now, day=day)
 
 
 @dataclass(frozen=True, slots=True)

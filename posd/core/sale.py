@@ -278,6 +278,20 @@ def make_out_trade_no(store_id: str, terminal_id: str, now: float, seq: int) -> 
     return make_number("out_trade_no", f"{store_id}{terminal_id}", now, seq, 6)
 
 
+def is_own_trade_no(number: str, store_id: str, terminal_id: str) -> bool:
+    """Whether ``number`` is one :func:`make_out_trade_no` makes for this store and terminal
+    (a channel's bill holds every terminal's trades, and other systems' of the merchant).
+
+    >>> is_own_trade_no("S001T01700101000000000007", "S001", "T01")
+    True
+    >>> is_own_trade_no("S001T02700101000000000007", "S001", "T01")
+    False
+    """
+    prefix = f"{store_id}{terminal_id}"
+    rest = number[len(prefix):]
+    return number.startswith(prefix) and len(rest) == 18 and rest.isascii() and rest.isdigit()
+
+
 def make_number(what: str, prefix: str, now: float, seq: int, digits: int) -> str:
     """``prefix`` + UTC second + the last ``digits`` of a persisted sequence: a channel's
     merchant-side number (1-32 of ``[0-9A-Za-z_-]``, InvariantError otherwise)."""

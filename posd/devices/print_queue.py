@@ -122,14 +122,34 @@ def compose(job: PrintJob, store: Store, paper: Paper, now: float) -> list[Eleme
         sale = store.get(job.sale_id)
         return receipt_layout(sale, paper, reprint=job.reprint,
                               printed_at=now if job.reprint else None)
+    if job.kind is JobKind.RECONCILIATION:
+        return reconciliation_layout(store, job.day or "", paper, now)
     daily = load_report(store, report.parse_day(job.day or ""), cutoff_hour=paper.cutoff_hour,
                         tz=paper.tz, now=now)
     return report_layout(daily, paper, now)
 
 
+def reconciliation_layout(store: Store, day: str, paper: Paper, now: float) -> list[Element]:
+    """Every channel's kept reconciliation of bill ``day``, one after the other."""
+    from posd.core import reconcile, reconcile_paper
+
+    rows = [row for row in store.reconciliations(day=report.parse_day(day).isoformat())
+            if row["result"] is not None]
+    if not rows:
+        raise NotFoundError(f"no reconciliation of {day} is kept")
+    out: list[Element] = []
+    for row in rows:
+        out += reconcile_paper.elements(reconcile.from_json(row["result"]), paper.header,
+                                        columns=paper.columns,
+                                        language=paper.receipt.language, printed_at=now)
+    return out
+
+
 def archive_name(job: PrintJob, store: Store) -> str:
     if job.kind is JobKind.REPORT:
         return f"report-{job.day}"
+    if job.kind is JobKind.RECONCILIATION:
+        return f"reconciliation-{job.day}"
     if job.kind is JobKind.REFUND and job.refund_id is not None:
         return store.get_refund(job.refund_id).out_refund_no + ("-reprint" if job.reprint else "")
     name = store.get(job.sale_id).out_trade_no if job.sale_id is not None else f"job-{job.id}"

@@ -57,6 +57,8 @@ def wire_record(row: OutboxRow, tz: tzinfo | None, cutoff_hour: int = 0) -> str:
     payload = json.loads(row.payload)
     if payload.get("type") == "daily_summary":
         day = payload["summary"]["day"]
+    elif payload.get("type") == "reconciliation":
+        day = payload["reconciliation"]["date"]  # the bill day (Beijing)
     elif payload.get("type") == "refund":
         # The day the money went back, as the Z-report counts it.
         refund = payload["refund"]

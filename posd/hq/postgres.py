@@ -145,6 +145,17 @@ class PostgresStorage:
             raise StorageUnavailable(f"PostgreSQL: {err}") from err
         return [(str(t), str(b)) for t, b in rows]
 
+    def reconciliations(self, store_id: str, day: str) -> list[tuple[str, str]]:
+        try:
+            with self._pool.connection() as conn:
+                rows = conn.execute(
+                    "select terminal_id, body::text from records where store_id = %s and "
+                    "day = %s and type = 'reconciliation' order by terminal_id, seq",
+                    [store_id, day]).fetchall()
+        except _Unavailable as err:
+            raise StorageUnavailable(f"PostgreSQL: {err}") from err
+        return [(str(t), str(b)) for t, b in rows]
+
     def ping(self) -> None:
         try:
             with self._pool.connection() as conn:

@@ -167,9 +167,10 @@ class _Routes:
         try:
             rows, summaries = self.storage.day(store_id, day)
             refunds = self.storage.refunds(store_id, day)
+            checked = self.storage.reconciliations(store_id, day)
         except StorageUnavailable:
             return _error(503, "HQ database unavailable")
-        return day_totals(store_id, day, rows, summaries, refunds)
+        return day_totals(store_id, day, rows, summaries, refunds, checked)
 
     def store_day(self, request: Request, store_id: str, day: str) -> JSONResponse:
         totals = self._day(request, store_id, day)

@@ -128,6 +128,16 @@ class SqliteStorage:
             except sqlite3.Error as err:
                 raise StorageUnavailable(f"database error: {err}") from err
 
+    def reconciliations(self, store_id: str, day: str) -> list[tuple[str, str]]:
+        with self._lock:
+            try:
+                return [(str(t), str(b)) for t, b in self._conn.execute(
+                    "select terminal_id, body from records where store_id = ? and day = ? "
+                    "and type = 'reconciliation' order by terminal_id, seq",
+                    [store_id, day]).fetchall()]
+            except sqlite3.Error as err:
+                raise StorageUnavailable(f"database error: {err}") from err
+
     def ping(self) -> None:
         with self._lock:
             try:

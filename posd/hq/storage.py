@@ -68,6 +68,9 @@ class Storage(Protocol):
     def refunds(self, store_id: str, day: str) -> list[tuple[str, str]]:
         """(terminal_id, body JSON) of each refund record of the day that says refunded."""
 
+    def reconciliations(self, store_id: str, day: str) -> list[tuple[str, str]]:
+        """(terminal_id, body JSON) of the day's reconciliation records, oldest first."""
+
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers."""
 
@@ -136,13 +139,30 @@ def terminal_totals(terminal_id: str, rows: Sequence[StateRow],
             "matches_summary": matches}
 
 
+def latest_reconciliations(bodies: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """terminal -> channel -> the latest reconciliation of the day (status, counts, the
+    differences a person has not resolved): what HQ shows for a terminal's bill day."""
+    out: dict[str, dict[str, Any]] = {}
+    for terminal, text in bodies:  # oldest first: a later run replaces an earlier one
+        body = json.loads(text)["reconciliation"]
+        open_items = [d for d in body["differences"] if d.get("resolved_at") is None]
+        out.setdefault(terminal, {})[body["channel"]] = {
+            "status": body["status"], "counts": body["counts"],
+            "unresolved": len(open_items),
+            "money_taken": sum(1 for d in open_items if d.get("money_taken")),
+            "run_at": body.get("run_at")}
+    return out
+
+
 def day_totals(store_id: str, day: str, rows: Sequence[StateRow],
                summaries: dict[str, str],
-               refunds: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+               refunds: Sequence[tuple[str, str]] = (),
+               reconciliations: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """The store's day across its terminals (DESIGN §6 and §9: refund_count, refund_amount
     and net_amount = paid less refunded), with each terminal's figures."""
     terminals = sorted({row.terminal_id for row in rows} | set(summaries)
-                       | {t for t, _ in refunds})
+                       | {t for t, _ in refunds} | {t for t, _ in reconciliations})
+    checked = latest_reconciliations(reconciliations)
     figures = _figures(rows)
     figures |= _refund_figures((b for _, b in refunds), figures["paid_amount"])
     return {
@@ -150,6 +170,7 @@ def day_totals(store_id: str, day: str, rows: Sequence[StateRow],
         "terminals": [
             terminal_totals(t, [r for r in rows if r.terminal_id == t], summaries.get(t),
                             [b for u, b in refunds if u == t])
+            | {"reconciliation": checked.get(t, {})}
             for t in terminals
         ],
     }

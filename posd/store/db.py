@@ -28,6 +28,7 @@ from posd.core.sale import WORKING, Action, Sale, State
 
 from posd.core.effects import Effect, Outputs, PrintReceipt, TellHq, of_change, of_refund_change
 from posd.store.migrations import (
+    DIFFERENCES_OPEN_WHERE,
     REFUNDS_OPEN_WHERE,
     OPEN_INDEX,
     OPEN_STATES,
@@ -502,6 +503,179 @@ class Store:
                    "having sum(count) != 0")
         with self._read() as db:
             return [tuple(row) for row in db.execute(sql, [since, until]).fetchall()]
+
+    # --- reconciliations (posd.reconcile, DESIGN §10) ---------------------------------------
+
+    def sales_by_numbers(self, numbers: list[str]) -> list[Sale]:
+        """The sales with these ``out_trade_no`` (the ones a bill names)."""
+        return self._by_numbers("sales", "out_trade_no", numbers, _sale)
+
+    def refunds_by_numbers(self, numbers: list[str]) -> list[Refund]:
+        """The refunds with these ``out_refund_no``."""
+        return self._by_numbers("refunds", "out_refund_no", numbers, _refund)
+
+    def _by_numbers(self, table: str, column: str, numbers: list[str],
+                    make: Callable[[dict[str, Any]], Any]) -> list[Any]:
+        found: list[Any] = []
+        with self._read() as db:
+            for start in range(0, len(numbers), 500):  # SQLite's limit on ? is 32766
+                chunk = numbers[start:start + 500]
+                found.extend(make(row) for row in db.query(
+                    f"select * from {table} where {column} in "
+                    f"({', '.join('?' for _ in chunk)})", chunk))
+        return found
+
+    def save_reconciliation(self, channel: str, day: str, *, status: str, run_at: float,
+                            result: dict[str, Any], bill_file: str = "", detail: str = "",
+                            store_id: str = "", terminal_id: str = "") -> int:
+        """Keep a channel's result for ``day`` (replacing an earlier run's), its differences
+        one row each so that a manager can resolve them (a difference found again keeps its
+        resolution; one that matches now is resolved as such), and its HQ record, in one
+        transaction. Returns the reconciliation's id."""
+        keys = {d["key"]: d for d in result["differences"]}
+        with self._tx() as db:
+            rec_id = self._upsert_reconciliation(db, channel, day, {
+                "status": status, "run_at": run_at, "bill_file": bill_file, "detail": detail,
+                "result": json.dumps(result, ensure_ascii=False)})
+            table = db.table("reconciliation_differences")
+            known = {row["key"]: row for row in table.rows_where(
+                "reconciliation_id = ?", [rec_id])}
+            for key, row in known.items():
+                if key not in keys and row["resolved_at"] is None:
+                    table.update(row["id"], {"resolved_at": run_at,
+                                             "resolved_note": "matched when the day was run again"})
+            for key, item in keys.items():
+                fields = {"class": item["class"], "money_taken": int(bool(item["money_taken"])),
+                          "payload": json.dumps(item, ensure_ascii=False)}
+                if key in known:
+                    table.update(known[key]["id"], fields)
+                else:
+                    table.insert({"reconciliation_id": rec_id, "key": key, "found_at": run_at}
+                                 | fields)
+            self._tell_hq_reconciliation(db, rec_id, store_id, terminal_id)
+        return rec_id
+
+    def _upsert_reconciliation(self, db: Database, channel: str, day: str,
+                               fields: dict[str, Any]) -> int:
+        row = db.execute("select id, attempts from reconciliations where channel = ? and "
+                         "day = ?", [channel, day]).fetchone()
+        if row is None:
+            return int(db.table("reconciliations").insert(
+                {"channel": channel, "day": day, "attempts": 1} | fields).last_pk or 0)
+        db.table("reconciliations").update(row[0], fields | {"attempts": (row[1] or 0) + 1})
+        return int(row[0])
+
+    def record_unreconciled(self, channel: str, day: str, *, status: str, run_at: float,
+                            detail: str) -> int:
+        """A run that found no bill (``waiting``) or could not read it (``failed``). A day
+        reconciled before keeps its result and status; only the detail says what failed."""
+        with self._tx() as db:
+            row = db.execute("select id, result from reconciliations where channel = ? and "
+                             "day = ?", [channel, day]).fetchone()
+            if row is not None and row[1]:
+                db.execute("update reconciliations set detail = ?, attempts = attempts + 1 "
+                           "where id = ?", [detail, row[0]])
+                return int(row[0])
+            return self._upsert_reconciliation(db, channel, day, {
+                "status": status, "run_at": run_at, "detail": detail, "result": None,
+                "bill_file": None})
+
+    def _tell_hq_reconciliation(self, db: Database, rec_id: int, store_id: str,
+                                terminal_id: str) -> None:
+        if not self._outputs.hq:
+            return
+        record = self._reconciliation(db, rec_id)
+        if record is None or record["result"] is None:
+            return
+        payload = {"type": "reconciliation", "version": 1, "reconciliation": record["result"]
+                   | {"store_id": store_id, "terminal_id": terminal_id,
+                      "run_at": record["run_at"]}}
+        seq = self._next(db, "reconciliation_seq")
+        db.table("outbox").insert({
+            "record_id": f"reconciliation:{record['channel']}:{record['day']}:{seq}",
+            "kind": "reconciliation", "amount_fen": 0,
+            "payload": json.dumps(payload, ensure_ascii=False), "created_at": record["run_at"]})
+
+    def _reconciliation(self, db: Database, rec_id: int) -> dict[str, Any] | None:
+        rows = list(db.table("reconciliations").rows_where("id = ?", [rec_id]))
+        if not rows:
+            return None
+        row = rows[0]
+        result = json.loads(row["result"]) if row["result"] else None
+        if result is not None:
+            marks = {r["key"]: r for r in db.table("reconciliation_differences").rows_where(
+                "reconciliation_id = ?", [rec_id])}
+            for item in result["differences"]:
+                mark = marks.get(item["key"])
+                item["id"] = mark["id"] if mark else None
+                item["resolved_at"] = mark["resolved_at"] if mark else None
+                item["resolved_note"] = mark["resolved_note"] if mark else None
+        return {"id": row["id"], "channel": row["channel"], "day": row["day"],
+                "status": row["status"], "run_at": row["run_at"], "detail": row["detail"] or "",
+                "bill_file": row["bill_file"] or "", "attempts": row["attempts"] or 0,
+                "result": result}
+
+    def reconciliations(self, *, day: str | None = None, channel: str | None = None,
+                        since_day: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Kept results, newest day first, each difference with its ``id`` and resolution."""
+        where, args = ["1 = 1"], []  # type: tuple[list[str], list[object]]
+        for clause, value in (("day = ?", day), ("channel = ?", channel),
+                              ("day >= ?", since_day)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        with self._read() as db:
+            ids = [r[0] for r in db.execute(
+                f"select id from reconciliations where {' and '.join(where)} "
+                "order by day desc, channel limit ?", [*args, limit]).fetchall()]
+            return [r for r in (self._reconciliation(db, i) for i in ids) if r is not None]
+
+    def open_differences(self, *, peek: bool = False) -> list[dict[str, Any]]:
+        """Differences no person has resolved (a partial index: few rows, whatever the age
+        of the store), oldest first: id, channel, day, money_taken and the difference."""
+        with self._peek() if peek else self._read() as db:
+            rows = db.execute(
+                "select d.id, r.channel, r.day, d.money_taken, d.payload from "
+                "reconciliation_differences d indexed by differences_open join reconciliations "
+                f"r on r.id = d.reconciliation_id where d.{DIFFERENCES_OPEN_WHERE} "
+                "order by d.id").fetchall()
+        return [{"id": i, "channel": c, "day": d, "money_taken": bool(m)} | json.loads(p)
+                for i, c, d, m, p in rows]
+
+    def resolve_difference(self, difference_id: int, note: str, at: float, *,
+                           store_id: str = "", terminal_id: str = "") -> dict[str, Any]:
+        """A person says what became of a difference; HQ gets the day's result again."""
+        if not note.strip():
+            raise InputError("say what was done about it (--note / note): it is kept")
+        with self._tx() as db:
+            rows = list(db.table("reconciliation_differences").rows_where(
+                "id = ?", [difference_id]))
+            if not rows:
+                raise NotFoundError(f"no reconciliation difference {difference_id}")
+            if rows[0]["resolved_at"] is not None:
+                raise ConflictError(f"difference {difference_id} was resolved already: "
+                                    f"{rows[0]['resolved_note']}")
+            db.table("reconciliation_differences").update(
+                difference_id, {"resolved_at": at, "resolved_note": note.strip()[:500]})
+            self._tell_hq_reconciliation(db, rows[0]["reconciliation_id"], store_id,
+                                         terminal_id)
+            payload: dict[str, Any] = json.loads(rows[0]["payload"])
+        return payload | {"id": difference_id, "resolved_at": at,
+                          "resolved_note": note.strip()[:500]}
+
+    def first_sale_at(self) -> float | None:
+        """When the first sale was made (None: none yet): nothing before it is reconciled."""
+        with self._read() as db:
+            row = db.execute("select created_at from sales order by id limit 1").fetchone()
+        return None if row is None else float(row[0])
+
+    def pending_reconciliations(self, since_day: str) -> list[tuple[str, str, str]]:
+        """(channel, day, status) of the days since ``since_day`` still waiting for a bill,
+        failed, or holding records for the next day's bill."""
+        with self._read() as db:
+            return [tuple(r) for r in db.execute(
+                "select channel, day, status from reconciliations where day >= ? and status "
+                "in ('waiting', 'failed', 'held') order by day", [since_day]).fetchall()]
 
     # --- outbox --------------------------------------------------------------------------
 

@@ -229,3 +229,33 @@ def _money_moved(row: str) -> str:
     return (f"(case when ({row}.kind = 'sale' and {row}.record_id like '%:paid') or "
             f"({row}.kind = 'refund' and {row}.record_id like '%:refunded') then "
             f"{row}.amount_fen else 0 end)")
+
+
+#: Differences of a reconciliation no person has resolved yet (006_reconciliations).
+DIFFERENCES_OPEN_WHERE = "resolved_at is null"
+
+
+@migrations(name="006_reconciliations")
+def _006_reconciliations(db: Database) -> None:
+    """Reconciliations (posd.core.reconcile): one row per channel and bill day with the
+    result as JSON, and one row per difference so that a manager can resolve it; the
+    unresolved ones by a partial index (what /v1/health reads)."""
+    db.table("reconciliations").create(
+        {"id": int, "channel": str, "day": str, "status": str, "run_at": float,
+         "bill_file": str, "detail": str, "result": str, "attempts": int},
+        pk="id", not_null={"channel", "day", "status", "run_at"},
+    )
+    db.table("reconciliations").create_index(["channel", "day"], unique=True)
+    db.table("reconciliations").create_index(["day"])
+    db.execute("create index reconciliations_pending on reconciliations(day) "
+               "where status in ('waiting', 'held')")
+    db.table("reconciliation_differences").create(
+        {"id": int, "reconciliation_id": int, "key": str, "class": str, "money_taken": int,
+         "payload": str, "found_at": float, "resolved_at": float, "resolved_note": str},
+        pk="id", not_null={"reconciliation_id", "key", "class", "payload"},
+        foreign_keys=[("reconciliation_id", "reconciliations")],
+    )
+    db.table("reconciliation_differences").create_index(["reconciliation_id", "key"],
+                                                        unique=True)
+    db.execute("create index differences_open on reconciliation_differences(id) "
+               f"where {DIFFERENCES_OPEN_WHERE}")

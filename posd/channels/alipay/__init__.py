@@ -35,7 +35,7 @@ def connect(section: AlipayConfig, till: Till) -> Alipay:
 def simulate(sandbox: Any, context: SimulatorContext) -> Gateway:
     from posd.channels.alipay.simulator import AlipayGateway  # the simulator: tests and demo
 
-    return AlipayGateway(sandbox, context.ledger, clock=context.clock)
+    return AlipayGateway(sandbox, context.ledger, clock=context.clock, url=context.url)
 
 
 SPEC = ChannelSpec(

@@ -28,9 +28,9 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import ClassVar, Final
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -39,6 +39,7 @@ from posd.channels.answers import Rejected, hide, logged_query, scrub, text, wit
 from posd.core.zones import BEIJING
 from posd.core import alipay_codes as codes
 from posd.core import alipay_wire as wire
+from posd.core.bills import BillAnswer, BillFailed, NoBill
 from posd.core.codes import mask
 from posd.channels.alipay.config import AlipayConfig
 from posd.config_base import read_secret
@@ -56,6 +57,9 @@ QUERY: Final = "alipay.trade.query"
 CANCEL: Final = "alipay.trade.cancel"
 REFUND: Final = "alipay.trade.refund"
 REFUND_QUERY: Final = "alipay.trade.fastpay.refund.query"
+BILL: Final = "alipay.data.dataservice.bill.downloadurl.query"
+#: a day's bill zip: 10,000 rows are about 0.5 MB; more than this is not a bill
+BILL_MAX_BYTES: Final = 64 * 1024 * 1024
 REFUND_REASON_MAX: Final = 256  # refund_reason String(256)
 SUBJECT_MAX: Final = 256  # trade.pay ``subject`` String(256)
 _STRING_TO_SIGN: Final = re.compile(r"[，,]?\s*(网关生成的)?验签字符串.*", re.DOTALL)
@@ -198,6 +202,45 @@ class Alipay:
         result = _refund_query_result(self._call(REFUND_QUERY, biz, out_trade_no), out_refund_no)
         log.info("alipay refund.query %s %s -> %s", out_trade_no, out_refund_no, result)
         return result
+
+    # --- reconciliation (DESIGN §10) -----------------------------------------------------
+
+    def download_bill(self, day: date) -> BillAnswer:
+        """The ``trade`` bill of ``day``: ask for its URL (a signed, verified answer), then
+        fetch the zip behind it within its 30 s (channels.md §2.11). The zip's bytes as
+        served; NoBill for ``isp.bill_not_exist``; BillFailed otherwise."""
+        biz = {"bill_type": "trade", "bill_date": day.isoformat()}
+        reply = self._call(BILL, biz, "")
+        if isinstance(reply, Unknown):
+            return BillFailed(reply.detail)
+        if isinstance(reply, Rejected):
+            return BillFailed(f"Alipay refused the bill request: {reply.message}")
+        if reply.text("sub_code") == "isp.bill_not_exist":
+            return NoBill(f"Alipay: {_describe(reply)}")
+        url = reply.text("bill_download_url")
+        if reply.text("code") != "10000" or not url:
+            return BillFailed(f"{BILL}: {_describe(reply)}")
+        if (problem := self._bill_url_problem(url)) is not None:
+            log.warning("ALERT alipay %s: %s", BILL, problem)
+            return BillFailed(f"{BILL}: {problem}")
+        answer = transport.get(self._session, url, timeout=self._timeout, verify=self._verify,
+                               limit=BILL_MAX_BYTES, what="alipay bill download")
+        if isinstance(answer, Unknown):
+            return BillFailed(answer.detail)
+        status, data = answer
+        if status != 200:
+            return BillFailed(f"alipay bill download: HTTP {status} (the URL lasts 30 s)")
+        log.info("alipay bill %s: %d bytes", day, len(data))
+        return data
+
+    def _bill_url_problem(self, url: str) -> str | None:
+        """An https URL (plain http only when the gateway itself is: the simulator)."""
+        parts = urlsplit(url)
+        allowed = ("https", "http") if self._config.gateway_url.startswith("http://") \
+            else ("https",)
+        if parts.scheme not in allowed or not parts.hostname:
+            return f"the bill URL is not an {' or '.join(allowed)} URL"
+        return None
 
     # --- one request -----------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: MIT
-"""Alipay ``gateway.do`` of the simulator: alipay.trade.pay (bar_code), .query, .cancel.
+"""Alipay ``gateway.do`` of the simulator: alipay.trade.pay (bar_code), .query, .cancel,
+.refund, fastpay.refund.query and the bill (``alipay.data.dataservice.bill.downloadurl.query``
+answers a URL under ``/_bill/alipay/`` that serves the day's zip for 30 s).
 
 Wire facts from reference/channels.md §2: form-encoded parameters in the query string and/or
 the body (GET or POST, as the public SDKs send them), RSA2 signed with the *app* private key
@@ -22,7 +24,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Final
 from urllib.parse import parse_qsl
 
@@ -44,6 +46,7 @@ from posd.channels.simulator.ledger import (
     Violation,
 )
 from posd.core.money import Fen, format_yuan
+from posd.channels.alipay.simulator_bill import archive_name, pid_of, render_zip
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,14 @@ _HANG = "_hang"
 #: method -> the ledger's call counter name
 METHODS: Final = {"alipay.trade.pay": "pay", "alipay.trade.query": "query",
                   "alipay.trade.cancel": "cancel", "alipay.trade.refund": "refund",
-                  "alipay.trade.fastpay.refund.query": "refund_query"}
+                  "alipay.trade.fastpay.refund.query": "refund_query",
+                  "alipay.data.dataservice.bill.downloadurl.query": "bill"}
+BILL_METHOD: Final = "alipay.data.dataservice.bill.downloadurl.query"
+#: where the bill URL points (Alipay's own is another host, dwbillcenter.alipay.com)
+BILL_PATH: Final = "/_bill/alipay/"
+#: how long a bill URL works (channels.md §2.11: "about 30 seconds")
+BILL_URL_S: Final = 30.0
+_BILL_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +183,13 @@ class AlipayGateway:
     name = CHANNEL
 
     def __init__(self, sandbox: AlipaySandbox, ledger: Ledger, *,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], url: Callable[[], str] = lambda: "") -> None:
         self._sandbox = sandbox
         self._ledger = ledger
         self._clock = clock
+        self._url = url
+        #: bill URL token -> (when it stops working, the zip)
+        self._bill_urls: dict[str, tuple[float, bytes]] = {}
         self._sequence = itertools.count(1)
         self._handlers: Mapping[str, Callable[[Mapping[str, object], float],
                                               dict[str, object]]] = {
@@ -188,15 +201,20 @@ class AlipayGateway:
         }
 
     def handles(self, path: str) -> bool:
-        return path == PATH
+        return path == PATH or path.startswith(BILL_PATH)
 
     def fault_paths(self, request: Request) -> tuple[str, ...]:
-        """A fault may name the gateway or one method: ``/gateway.do?method=alipay.trade.pay``."""
+        """A fault may name the gateway or one method: ``/gateway.do?method=alipay.trade.pay``;
+        the bill download answers to ``/_bill/alipay/``."""
+        if request.path.startswith(BILL_PATH):
+            return (BILL_PATH,)
         method = (_form(request) or {}).get("method", "")
         return (PATH, f"{PATH}?method={method}") if method else (PATH,)
 
     def handle(self, request: Request) -> Reply:
         now = self._clock()
+        if request.path.startswith(BILL_PATH):
+            return self._download(request.path[len(BILL_PATH):], now)
         params = _form(request) or {}
         method = params.get("method", "")
         if method not in METHODS:
@@ -210,6 +228,8 @@ class AlipayGateway:
         if (refusal := self._gateway_problem(params, now)) is not None:
             self._reject(method, out_trade_no, now, str(refusal["sub_code"]))
             return self._reply(wire.response_key(method), refusal, signed=False)
+        if method == BILL_METHOD:
+            return self._answer(method, self._bill(biz or {}, now))
         if biz is None or not isinstance(biz.get("out_trade_no"), str):
             return self._answer(method, _failed("ACQ.INVALID_PARAMETER", "参数无效"))
         return self._answer(method, self._handlers[method](biz, now))
@@ -398,6 +418,37 @@ class AlipayGateway:
         elif entry.status is RefundStatus.CHANGE:
             fields["refund_status"] = "REFUND_FAIL"  # the sandbox's word for a failed payout
         return fields
+
+    def _bill(self, biz: Mapping[str, object], now: float) -> dict[str, object]:
+        """A URL to the day's zip, valid :data:`BILL_URL_S`; ``isp.bill_not_exist`` for a day
+        with no trades. (The sandbox also serves today's bill, which Alipay refuses.)"""
+        day_text = biz.get("bill_date")
+        if biz.get("bill_type") != "trade" or not isinstance(day_text, str) \
+                or not _BILL_DAY.fullmatch(day_text):
+            return _failed("isv.invalid-parameter", "参数不合法: bill_type trade, bill_date "
+                           "yyyy-MM-dd")
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            return _failed("isv.invalid-parameter", "bill_date不合法")
+        if day > datetime.fromtimestamp(now, BEIJING).date():
+            return _failed("isv.invalid-parameter", "参数不合法")
+        trades = [t for t in self._ledger.trades(now) if t.channel == CHANNEL]
+        archive = render_zip(trades, pid=pid_of(self._sandbox.app_id), day=day, now=now,
+                             edits=self._ledger.bill_edits(CHANNEL))
+        if archive is None:
+            return _failed("isp.bill_not_exist", "账单不存在")
+        self._bill_urls = {k: v for k, v in self._bill_urls.items() if v[0] > now}
+        token = secrets.token_hex(16)
+        self._bill_urls[token] = (now + BILL_URL_S, archive)
+        name = archive_name(pid_of(self._sandbox.app_id), day)
+        return _ok(bill_download_url=f"{self._url()}{BILL_PATH}{token}?downloadFileName={name}")
+
+    def _download(self, token: str, now: float) -> Reply:
+        found = self._bill_urls.get(token)
+        if found is None or found[0] <= now:
+            return Reply(404, "账单下载链接已失效 (the bill URL has expired)\n".encode())
+        return Reply(200, found[1], "application/zip")
 
     def _trade_no(self, now: float) -> str:
         """28 digits like Alipay's: the Beijing date, 22, a sequence, random digits."""

@@ -42,6 +42,9 @@ class Controlled(Protocol):
                confirm_delay_s: float | None = None, reverse_retries: int = 2) -> None: ...
     def script_refund(self, out_trade_no: str, outcome: RefundOutcome | str, *,
                       channel: str = "wechat") -> None: ...
+    def edit_bill(self, channel: str, kind: str, *, out_trade_no: str = "",
+                  amount: int | None = None, at: float | None = None
+                  ) -> dict[str, object]: ...
     def reset(self) -> None: ...
 
 
@@ -66,6 +69,8 @@ def handle_control(sim: Controlled, method: str, path: str, body: bytes) -> Answ
                 return 200, _script(sim, _json_object(body))
             case ("POST", "/_sim/script_refund"):
                 return 200, _script_refund(sim, _json_object(body))
+            case ("POST", "/_sim/bill"):
+                return 200, {"ok": True, "edit": _edit_bill(sim, _json_object(body))}
             case ("POST", "/_sim/reset"):
                 sim.reset()
                 return 200, {"ok": True}
@@ -130,6 +135,24 @@ def _script_refund(sim: Controlled, payload: Mapping[str, object]) -> dict[str, 
         raise ValueError("channel must be a string")
     sim.script_refund(number, str(outcome), channel=channel)
     return {"ok": True}
+
+
+def _edit_bill(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object]:
+    unknown = set(payload) - {"channel", "kind", "out_trade_no", "amount", "at"}
+    if unknown:
+        raise ValueError(f"unknown bill field(s): {', '.join(sorted(unknown))}")
+    channel, kind = payload.get("channel", "wechat"), payload.get("kind")
+    number, amount, at = payload.get("out_trade_no", ""), payload.get("amount"), payload.get("at")
+    if not isinstance(channel, str) or not isinstance(kind, str):
+        raise ValueError("channel and kind must be strings")
+    if not isinstance(number, str):
+        raise ValueError("out_trade_no must be a string")
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
+        raise ValueError(f"amount must be a whole number of fen, got {amount!r}")
+    if at is not None and (isinstance(at, bool) or not isinstance(at, int | float)):
+        raise ValueError(f"at must be epoch seconds, got {at!r}")
+    return sim.edit_bill(channel, kind, out_trade_no=number, amount=amount,
+                         at=None if at is None else float(at))
 
 
 def trade_json(trade: Trade, calls: dict[str, int]) -> dict[str, object]:

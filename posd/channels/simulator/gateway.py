@@ -75,3 +75,5 @@ class SimulatorContext:
     require_client_cert: bool = False
     #: WeChat's "no reverse within 15 s of the pay" as the simulated channel enforces it
     min_reverse_delay_s: float = 15.0
+    #: the server's own base URL once it listens (Alipay's bill download URL points at it)
+    url: Callable[[], str] = lambda: ""

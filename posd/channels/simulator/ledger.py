@@ -235,6 +235,21 @@ class Violation:
 Key = tuple[str, str]  # (channel, out_trade_no)
 
 
+class BillEditKind(enum.StrEnum):
+    """A difference a test (or a person trying posd) puts into a day's bill (DESIGN §10)."""
+
+    MISSING = "missing"  # the bill leaves out the trade's rows (the ledger keeps the trade)
+    AMOUNT = "amount"  # the bill shows the trade's payment with another amount
+
+
+@dataclass(frozen=True, slots=True)
+class BillEdit:
+    channel: str
+    out_trade_no: str
+    kind: BillEditKind
+    amount: Fen | None = None  # AMOUNT: what the bill shows
+
+
 class Ledger:
     """Every trade the simulator knows, plus call counters and violations. Not thread-safe."""
 
@@ -259,6 +274,7 @@ class Ledger:
         self._scripts: dict[str, Script] = {}
         self._calls: Counter[tuple[str, str, str]] = Counter()
         self._violations: list[Violation] = []
+        self._bill_edits: dict[Key, BillEdit] = {}
 
     # --- kept on disk (posd demo: a resumed sale must find its trade after a restart) ------
 
@@ -269,6 +285,7 @@ class Ledger:
             "trades": [asdict(t) for t in self._trades.values()],
             "calls": [[*key, n] for key, n in self._calls.items()],
             "violations": [asdict(v) for v in self._violations],
+            "bill_edits": [asdict(e) for e in self._bill_edits.values()],
         }
 
     def load_json(self, data: Mapping[str, object]) -> None:
@@ -293,11 +310,15 @@ class Ledger:
                 trades[(trade.channel, trade.out_trade_no)] = trade
             calls = Counter({(c, o, e): int(n) for c, o, e, n in data["calls"]})  # type: ignore[attr-defined]
             violations = [Violation(**v) for v in data["violations"]]  # type: ignore[attr-defined]
+            edits = [BillEdit(e["channel"], e["out_trade_no"], BillEditKind(e["kind"]),
+                              None if e.get("amount") is None else Fen(e["amount"]))
+                     for e in data.get("bill_edits", [])]  # type: ignore[attr-defined]
             secret = bytes.fromhex(str(data["secret"]))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a simulator ledger: {err}") from err
         self._secret, self._trades, self._calls = secret, trades, calls
         self._violations = violations
+        self._bill_edits = {(e.channel, e.out_trade_no): e for e in edits}
 
     def digest(self, code: str) -> str:
         return hmac.new(self._secret, code.encode(), hashlib.sha256).hexdigest()
@@ -313,6 +334,31 @@ class Ledger:
         self._refund_scripts.clear()
         self._calls.clear()
         self._violations.clear()
+        self._bill_edits.clear()
+
+    # --- the bills (DESIGN §10): what a test puts into them -----------------------------------
+
+    def edit_bill(self, edit: BillEdit) -> None:
+        """From now on, the bills show ``edit`` for its trade (the trade itself is unchanged)."""
+        self._bill_edits[(edit.channel, edit.out_trade_no)] = edit
+
+    def bill_edits(self, channel: str) -> dict[str, BillEdit]:
+        return {no: e for (ch, no), e in self._bill_edits.items() if ch == channel}
+
+    def add_paid_trade(self, channel: str, out_trade_no: str, amount: Fen,
+                       channel_trade_no: str, at: float) -> Trade:
+        """A trade paid at ``at`` that no client asked for here: the channel took money under
+        ``out_trade_no`` and posd never heard the answer (a bill's ``channel_only`` row). Its
+        queries answer "paid", as the real channel's would."""
+        key = (channel, out_trade_no)
+        if key in self._trades:
+            raise ValueError(f"{channel} already has a trade {out_trade_no}")
+        trade = Trade(channel, out_trade_no, channel_trade_no, "", self.digest(out_trade_no),
+                      amount, Outcome.PAID, at, TradeState.WAITING, subject="sim: channel only")
+        trade.events.append(Event(at, "created", "channel_only"))
+        _mark_paid(trade, at)
+        self._trades[key] = trade
+        return trade
 
     # --- what clients do ------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import secrets
 import signal
 import threading
 import time
+from datetime import datetime
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -45,11 +46,17 @@ from posd.channels import registry
 from posd.channels.simulator.gateway import Gateway, Reply, Request, SimulatorContext
 from posd.channels.simulator.ledger import (
     ENDINGS,
+    BillEdit,
+    BillEditKind,
     Ledger,
     Outcome,
     RefundOutcome,
     Script,
+    Trade,
+    TradeState,
 )
+from posd.core.money import Fen
+from posd.core.zones import BEIJING
 from posd.channels.simulator.transport import (
     Handler,
     HttpServer,
@@ -121,7 +128,7 @@ class Simulator:
         context = SimulatorContext(
             self._ledger, clock,
             require_client_cert=tls is not None and tls.require_client_cert_on_secapi,
-            min_reverse_delay_s=min_reverse_delay_s)
+            min_reverse_delay_s=min_reverse_delay_s, url=lambda: self.url)
         # Each channel's gateway, made by its registered channel (posd.channels.registry).
         played = {"wechat": wechat, "alipay": alipay, **(sandboxes or {})}
         self._gateways: tuple[Gateway, ...] = tuple(
@@ -276,6 +283,48 @@ class Simulator:
         """Make the next new refund of this trade behave as ``outcome``, whatever its amount."""
         with self._lock:
             self._ledger.script_refund(channel, out_trade_no, RefundOutcome(outcome))
+
+    def edit_bill(self, channel: str, kind: str, *, out_trade_no: str = "",
+                  amount: int | None = None, at: float | None = None) -> dict[str, object]:
+        """Put a difference into the bills from now on (DESIGN §10; ``/_sim/bill``):
+
+        - ``channel_only``: a trade paid at the channel that no client asked for (``at``,
+          default now; ``amount`` fen, default 100) under ``out_trade_no``, by default a new
+          number with the prefix of the channel's latest trade (the till's own);
+        - ``missing``: the bill leaves out ``out_trade_no``'s rows (default: the latest trade
+          still paid); the trade itself stays, so queries still find it;
+        - ``amount``: the bill shows that trade's payment as ``amount`` fen (default: 1 yuan
+          more).
+
+        Returns the edit, with the trade's numbers. ValueError for a bad request."""
+        if kind not in {"channel_only", *BillEditKind}:
+            raise ValueError(f"kind must be channel_only, missing or amount, got {kind!r}")
+        if amount is not None and amount <= 0:
+            raise ValueError(f"amount must be a positive number of fen, got {amount}")
+        with self._lock:
+            now = self._clock()
+            trades = [t for t in self._ledger.trades(now) if t.channel == channel]
+            if kind == "channel_only":
+                number = out_trade_no or _next_number(trades)
+                when = now if at is None else at
+                trade = self._ledger.add_paid_trade(
+                    channel, number, Fen(amount or 100), _channel_trade_no(channel, when), when)
+            else:
+                paid = [t for t in trades if t.paid_at is not None]
+                found = [t for t in paid if t.out_trade_no == out_trade_no] if out_trade_no \
+                    else [t for t in paid if t.state is TradeState.PAID][-1:]
+                if not found:
+                    raise ValueError(f"{channel} has no paid trade {out_trade_no or '(none yet)'}")
+                trade = found[0]
+                shown = None if kind == BillEditKind.MISSING else Fen(
+                    amount if amount is not None else int(trade.amount) + 100)
+                self._ledger.edit_bill(BillEdit(channel, trade.out_trade_no,
+                                                BillEditKind(kind), shown))
+            self._save_ledger()
+            return {"channel": channel, "kind": kind, "out_trade_no": trade.out_trade_no,
+                    "channel_trade_no": trade.channel_trade_no,
+                    "amount": int(trade.amount) if kind != BillEditKind.AMOUNT else shown,
+                    "at": trade.paid_at if kind == "channel_only" else None}
 
     def reset(self) -> None:
         """Forget trades, call counters, violations, scripts and queued faults."""
@@ -432,3 +481,24 @@ def run_forever(sim: Simulator, *, on_ready: Callable[[Simulator], None] | None 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _next_number(trades: list[Trade]) -> str:
+    """A fresh out_trade_no shaped like the latest trade's (its prefix, 18 digits)."""
+    if not trades:
+        raise ValueError("give out_trade_no: the simulator has no trade to take a prefix from")
+    latest = trades[-1].out_trade_no
+    prefix, digits = latest[:-18], latest[-18:]
+    taken = {t.out_trade_no for t in trades}
+    for n in range(999_999, 0, -1):
+        number = f"{prefix}{digits[:12]}{n:06d}"
+        if number not in taken:
+            return number
+    raise ValueError("no free out_trade_no left")  # pragma: no cover - a million trades
+
+
+def _channel_trade_no(channel: str, at: float) -> str:
+    day = datetime.fromtimestamp(at, BEIJING).strftime("%Y%m%d")
+    tail = secrets.randbelow(10**14)
+    return f"4200{day}{tail:014d}"[:28] if channel == "wechat" else f"{day}22{tail:018d}"[:28]
+

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""WeChat Pay v2 client: micropay, orderquery, reverse, refund, refundquery. [shell]
+"""WeChat Pay v2 client: micropay, orderquery, reverse, refund, refundquery, downloadbill.
+[shell]
 
 Every call returns a :data:`posd.core.sale.ChannelResult` value, never raises for what the channel
 or the network did, never returns a dict (reference/channels.md §1, §4).
@@ -23,12 +24,14 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping
+from datetime import date
 from typing import ClassVar, Final
 
 
 from posd.channels import transport
 from posd.channels.answers import Rejected, hide, logged_query, scrub, text, with_text
 from posd.core import wechat_wire as wire
+from posd.core.bills import BillAnswer, BillFailed, NoBill
 from posd.core.codes import mask
 from posd.channels.wechat.config import WechatConfig
 from posd.config_base import read_secret
@@ -56,6 +59,9 @@ ORDERQUERY: Final = "/pay/orderquery"
 REVERSE: Final = "/secapi/pay/reverse"  # /secapi/: mutual TLS with the merchant certificate
 REFUND: Final = "/secapi/pay/refund"  # the client certificate on every refund call (§1.8)
 REFUNDQUERY: Final = "/pay/refundquery"
+DOWNLOADBILL: Final = "/pay/downloadbill"
+#: a day's bill, gzip: 10,000 rows are about 0.3 MB; more than this is not a bill
+BILL_MAX_BYTES: Final = 64 * 1024 * 1024
 REFUND_DESC_MAX: Final = 80  # ``refund_desc`` String(80)
 BODY_MAX_BYTES: Final = 127  # micropay ``body`` String(127); counted in UTF-8 bytes to be safe
 DEVICE_INFO_MAX: Final = 32  # ``device_info`` String(32)
@@ -257,6 +263,38 @@ class WechatPay:
         result = _refundquery_result(self._call(REFUNDQUERY, params, out_trade_no), out_refund_no)
         log.info("wechat refundquery %s %s -> %s", out_trade_no, out_refund_no, result)
         return result
+
+    # --- reconciliation (DESIGN §10) -----------------------------------------------------
+
+    def download_bill(self, day: date) -> BillAnswer:
+        """``/pay/downloadbill`` of ``day`` (``ALL``, gzip): the file's bytes as WeChat sent
+        them, NoBill for "No Bill Exist" (error_code 20002), BillFailed otherwise.
+
+        The bill itself is not signed (a CSV; channels.md §1.9): TLS to the configured host
+        is what vouches for it; an XML answer is a refusal (unsigned, return_code=FAIL)."""
+        params = {
+            "appid": self._config.appid, "mch_id": self._config.mch_id,
+            "nonce_str": secrets.token_hex(16), "sign_type": self._config.sign_type,
+            "bill_date": day.strftime("%Y%m%d"), "bill_type": "ALL", "tar_type": "GZIP",
+        }
+        params["sign"] = wire.sign(params, self._api_key, self._config.sign_type)
+        raw = transport.post(
+            self._session, self._config.base_url + DOWNLOADBILL, wire.to_xml(params),
+            content_type="text/xml; charset=utf-8", timeout=self._timeout,
+            verify=self._verify, limit=BILL_MAX_BYTES, what=DOWNLOADBILL)
+        if isinstance(raw, Unknown):
+            return BillFailed(raw.detail)
+        if raw.lstrip()[:5] != b"<xml>":
+            log.info("wechat downloadbill %s: %d bytes", day, len(raw))
+            return raw
+        try:
+            answer = wire.from_xml(raw)
+        except wire.WireError as err:
+            return BillFailed(f"{DOWNLOADBILL}: unreadable answer: {err}")
+        message = text(answer.get("return_msg", "")) or text(answer.get("err_code_des", ""))
+        if answer.get("error_code") == "20002" or "bill exist" in message.lower():
+            return NoBill(f"WeChat: {message or 'No Bill Exist'}")
+        return BillFailed(f"WeChat refused the bill download: {message or 'no reason given'}")
 
     # --- one request -----------------------------------------------------------------------
 

@@ -477,6 +477,8 @@ class WechatGateway:
             mch_id=self._sandbox.mch_id,
             day=day,
             bill_type=bill_type,
+            now=now,
+            edits=self._ledger.bill_edits(CHANNEL),
         )
         if text is None:
             return _fail("No Bill Exist", error_code="20002")

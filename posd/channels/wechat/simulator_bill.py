@@ -6,20 +6,25 @@ field is prefixed with a backtick (so Excel keeps long numbers), then a summary 
 summary row, also backticked. Amounts in yuan. Micropay rows have 交易类型 ``MICROPAY``; a
 paid-then-reversed order appears twice under the same order number: its payment (交易状态
 ``SUCCESS``) and its refund (``REVOKED``, with the refunded amount); a refund made with
-``/secapi/pay/refund`` is a row of its own on the day it succeeded (交易状态 ``REFUND``, with
-its 微信退款单号, 商户退款单号 and amount). Days are Beijing days.
+``/secapi/pay/refund`` is a row of its own on the day it was *started* (交易状态 ``REFUND``,
+with its 微信退款单号, 商户退款单号 and amount), its 退款状态 as it stood when the bill was
+made (09:00 the next day) and never updated later, as WeChat's own. Days are Beijing days.
+:class:`~posd.channels.simulator.ledger.BillEdit` values put differences into a bill: a trade's
+rows left out, or its payment shown with another amount.
 Fees are charged at the common 0.6 % rate and shown, as WeChat does, to 1/100,000 yuan.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 
 from posd.core.zones import BEIJING
-from posd.channels.simulator.ledger import RefundEntry, Trade, TradeState
+from posd.channels.simulator.ledger import (
+    BillEdit, BillEditKind, RefundEntry, RefundOutcome, Trade, TradeState,
+)
 from posd.core.money import Fen, format_yuan
 
 BILL_TYPES = ("ALL", "SUCCESS", "REFUND")
@@ -44,6 +49,10 @@ class _Row:
     refund: bool
     #: a refund's row: that refund (None: the payment, or the refund a reverse made)
     entry: RefundEntry | None = None
+    #: a refund's 退款状态 when the bill was made
+    status: str = "SUCCESS"
+    #: what the payment row shows as its amount (a bill edit may change it)
+    amount: Fen | None = None
 
     @property
     def refunded(self) -> Fen:
@@ -52,11 +61,21 @@ class _Row:
         return self.entry.amount if self.entry is not None else self.trade.amount
 
 
+def made_at(day: date) -> float:
+    """When the bill of ``day`` is made: 09:00 Beijing the next day (channels.md §1.9)."""
+    return datetime.combine(day + timedelta(days=1), time(9), BEIJING).timestamp()
+
+
 def render_bill(
-    trades: Iterable[Trade], *, appid: str, mch_id: str, day: date, bill_type: str = "ALL"
+    trades: Iterable[Trade], *, appid: str, mch_id: str, day: date, bill_type: str = "ALL",
+    now: float | None = None, edits: Mapping[str, BillEdit] | None = None,
 ) -> str | None:
-    """The bill text for ``day``, or None when there is nothing to bill ("No Bill Exist")."""
-    rows = sorted(_rows(trades, day, bill_type), key=lambda r: (r.at, r.trade.out_trade_no))
+    """The bill text for ``day``, or None when there is nothing to bill ("No Bill Exist").
+    ``now``: the refunds' statuses are as they stood then, or at :func:`made_at` if earlier."""
+    cutoff = made_at(day) if now is None else min(now, made_at(day))
+    edits = edits or {}
+    rows = sorted(_edited(_rows(trades, day, bill_type, cutoff), edits),
+                  key=lambda r: (r.at, r.trade.out_trade_no))
     if not rows:
         return None
     lines = [DETAIL_HEADER]
@@ -75,7 +94,7 @@ def parse_bill_date(text: str) -> date | None:
         return None
 
 
-def _rows(trades: Iterable[Trade], day: date, bill_type: str) -> Iterator[_Row]:
+def _rows(trades: Iterable[Trade], day: date, bill_type: str, cutoff: float) -> Iterator[_Row]:
     payments, refunds = bill_type in ("ALL", "SUCCESS"), bill_type in ("ALL", "REFUND")
     for trade in trades:
         if payments and trade.paid_at is not None and _day(trade.paid_at) == day:
@@ -84,8 +103,29 @@ def _rows(trades: Iterable[Trade], day: date, bill_type: str) -> Iterator[_Row]:
         if refunds and refunded_at is not None and _day(refunded_at) == day:
             yield _Row(refunded_at, trade, refund=True)
         for entry in trade.refunds if refunds else ():
-            if entry.succeeded_at is not None and _day(entry.succeeded_at) == day:
-                yield _Row(entry.succeeded_at, trade, refund=True, entry=entry)
+            if _day(entry.created_at) == day:  # dated when started, as WeChat dates them
+                yield _Row(entry.created_at, trade, refund=True, entry=entry,
+                           status=_refund_status(entry, cutoff))
+
+
+def _refund_status(entry: RefundEntry, cutoff: float) -> str:
+    """退款状态 as it stood at ``cutoff`` (the ledger settles refunds lazily)."""
+    if entry.succeeded_at is not None and entry.succeeded_at <= cutoff:
+        return "SUCCESS"
+    if entry.done_at is not None and entry.done_at <= cutoff:
+        return "CHANGE" if entry.outcome is RefundOutcome.CHANGE else "SUCCESS"
+    return "PROCESSING"
+
+
+def _edited(rows: Iterable[_Row], edits: Mapping[str, BillEdit]) -> Iterator[_Row]:
+    for row in rows:
+        edit = edits.get(row.trade.out_trade_no)
+        if edit is None:
+            yield row
+        elif edit.kind is BillEditKind.AMOUNT and not row.refund:
+            yield _Row(row.at, row.trade, row.refund, row.entry, row.status, edit.amount)
+        elif edit.kind is BillEditKind.AMOUNT:
+            yield row
 
 
 def _day(at: float) -> date:
@@ -94,9 +134,9 @@ def _day(at: float) -> date:
 
 def _detail(row: _Row, appid: str, mch_id: str) -> str:
     t, entry = row.trade, row.entry
-    amount = format_yuan(t.amount)
+    amount = format_yuan(t.amount if row.amount is None else row.amount)
     refund = format_yuan(row.refunded) if row.refund else "0.00"
-    fee = _fee(-row.refunded if row.refund else t.amount)
+    fee = _fee(-row.refunded if row.refund else t.amount if row.amount is None else row.amount)
     state = "REVOKED" if row.refund and entry is None else "REFUND" if row.refund else "SUCCESS"
     refund_id = entry.channel_refund_no if entry is not None else "50" + t.channel_trade_no[2:]
     out_refund_no = entry.out_refund_no if entry is not None else t.out_trade_no
@@ -120,7 +160,7 @@ def _detail(row: _Row, appid: str, mch_id: str) -> str:
         refund,
         "0.00",
         "ORIGINAL" if row.refund else "",
-        "SUCCESS" if row.refund else "",
+        row.status if row.refund else "",
         t.subject,
         t.attach,
         fee,
@@ -133,7 +173,8 @@ def _detail(row: _Row, appid: str, mch_id: str) -> str:
 
 
 def _summary(rows: list[_Row]) -> str:
-    paid = Fen(sum(r.trade.amount for r in rows if not r.refund))
+    paid = Fen(sum(r.trade.amount if r.amount is None else r.amount
+                   for r in rows if not r.refund))
     refunded = Fen(sum(r.refunded for r in rows))
     fields = [
         str(len(rows)),
