@@ -170,7 +170,7 @@ class Reconciler:
                 bill = PARSERS[name][0](answer, day)
             except bills.BillError as err:
                 bad = self._path(name, day).with_name(f"{day.isoformat()}.bad")
-                os.replace(path, bad)
+                os.replace(self._path(name, day), bad)
                 log.error("ALERT %s bill of %s unreadable, kept as %s: %s", name, day, bad, err)
                 return self._unreconciled(name, day, "failed", f"the bill cannot be read "
                                           f"({err}); it is kept as {bad}")
