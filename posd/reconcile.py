@@ -289,7 +289,7 @@ class Reconciler:
 
 def ask_trade(channel: Channel, item: Difference) -> Followup:
     """What the channel says of the trade now; whether its customer's money is taken."""
-    amount = Fen(item.bill_amount or item.posd_amount or 0)
+    amount = Fen(item.posd_amount or item.bill_amount or 0)
     answer = channel.query(item.out_trade_no, amount)
     paid_in_posd = item.posd_state == sales.State.PAID.value
     match answer:

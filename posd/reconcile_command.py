@@ -100,6 +100,8 @@ def exit_code(rows: Sequence[dict[str, Any]]) -> int:
 
 def verdict(rows: Sequence[dict[str, Any]]) -> str:
     """The last line: "all matched", or what remains."""
+    if not rows:
+        return "not reconciled yet"
     left = sum(1 for row in rows if row["result"] for d in row["result"]["differences"]
                if d.get("resolved_at") is None)
     waiting = [row["channel"] for row in rows if row["status"] in ("waiting", "failed")]

@@ -196,3 +196,37 @@ def test_refunds_reach_hq_and_lower_the_days_net(hq: Hq, store: Store) -> None:
             totals["net_amount"]) == (5000, 1, 1200, 3800)
     assert totals["terminals"][0]["refund_amount"] == 1200
     assert hq_counts(hq) == {"records": 3, "sales": 1}  # a refund is not a sale
+
+
+def test_reconciliations_reach_hq_and_show_in_the_terminals_day(hq: Hq, tmp_path: Path) -> None:
+    """Each run of a bill day, and each resolution, is a ``reconciliation`` record (the bill
+    day is the envelope's day); HQ shows the latest per terminal and channel."""
+    from datetime import date
+
+    from posd.core.bills import Bill, BillRow, RowKind
+    from posd.core.effects import Outputs
+    from posd.core.money import Fen
+    from posd.core.reconcile import as_json, reconcile
+
+    day = date.fromisoformat(DAY)
+    row = BillRow("wechat", RowKind.PAYMENT, T0, f"{STORE}{TERMINAL}261130040000000009",
+                  "4200" + "0" * 24, Fen(777))
+    result = reconcile(Bill("wechat", day, (row,)), [], [], store_id=STORE,
+                       terminal_id=TERMINAL, neighbours={})
+    till = Store.open(tmp_path / "till.db", outputs=Outputs(hq=True))
+    try:
+        till.save_reconciliation("wechat", DAY, status=result.status, run_at=T0,
+                                 result=as_json(result), store_id=STORE, terminal_id=TERMINAL)
+        assert make_syncer(till, hq.url).push_all().accepted == 1
+        shown = hq.day()["terminals"][0]["reconciliation"]["wechat"]
+        assert (shown["status"], shown["unresolved"], shown["money_taken"]) == (
+            "differences", 1, 1)
+        (item,) = till.open_differences()
+        till.resolve_difference(item["id"], "refunded by hand", T0 + 60, store_id=STORE,
+                                terminal_id=TERMINAL)
+        pushed = make_syncer(till, hq.url).push_all()
+        assert (pushed.accepted, pushed.rejected) == (1, ())
+        shown = hq.day()["terminals"][0]["reconciliation"]["wechat"]
+        assert (shown["unresolved"], shown["money_taken"]) == (0, 0)
+    finally:
+        till.close()
