@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/confirm_delay.py
 	$(BIN)/python bench/hq_sync.py
 	$(BIN)/python bench/z_report.py
+	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/idle.py
 
 # The long runs: a year-old till (730,000 sales) besides everything `make bench` runs.

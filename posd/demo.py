@@ -244,7 +244,17 @@ refunded, 02 the bank refuses (needs attention), 03 shop balance too low (failed
 error or hang but refunded, else refunded at once:
                         {posd} refunds -c {box.config_path}
                         {posd} refund SALE_ID 2.01 --reason "returned" -c {box.config_path}
+Reconciliation against the simulator's bills (it serves today's too; docs/reconciliation.md):
+                        {posd} reconcile --date {_beijing_today()} -c {box.config_path}
+  put a difference in:  curl --cacert {box.pki.ca_cert_file} -d '{{"kind": "channel_only"}}' \
+                             {sim.url}/_sim/bill
 """
+
+
+def _beijing_today() -> str:
+    from posd.core.reconcile import beijing_day
+
+    return beijing_day(time.time()).isoformat()
 
 
 class _EchoLine(Display):

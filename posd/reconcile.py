@@ -195,15 +195,22 @@ class Reconciler:
     def _judge(self, name: str, bill: bills.Bill, no_bill: bool, now: float) -> Reconciliation:
         day = bill.day
         start, end = day_bounds(day)
-        window_sales = [s for s in self._store.find(since=start - 86400, until=end + 86400)
+        # The day's own records; a neighbouring day's only matter where this bill names
+        # them (a sale at 23:59:58 paid after midnight), and those are read by number.
+        window_sales = [s for s in self._store.find(since=start, until=end)
                         if s.channel == name]
-        window_refunds = [r for r in self._store.find_refunds(
-            since=start - 86400, until=end + 86400) if r.channel == name]
+        window_refunds = [r for r in self._store.find_refunds(since=start, until=end)
+                          if r.channel == name]
         own = [r for r in bill.rows if sales.is_own_trade_no(
             r.out_trade_no, self._store_id, self._terminal_id)]
-        named_sales = self._store.sales_by_numbers(sorted({r.out_trade_no for r in own}))
+        # Records the bill names that are not in the window (a refund today of a sale made
+        # last month, a trade posd made under another channel): read by number.
+        known_sales = {s.out_trade_no for s in window_sales}
+        known_refunds = {r.out_refund_no for r in window_refunds}
+        named_sales = self._store.sales_by_numbers(
+            sorted({r.out_trade_no for r in own} - known_sales))
         named_refunds = self._store.refunds_by_numbers(
-            sorted({r.out_refund_no for r in own if r.out_refund_no}))
+            sorted({r.out_refund_no for r in own if r.out_refund_no} - known_refunds))
         found_sales = {s.id: s for s in [*window_sales, *named_sales] if s.channel == name}
         found_refunds = {r.id: r for r in [*window_refunds, *named_refunds]}
         neighbours: dict[date, bills.Bill | None] = {

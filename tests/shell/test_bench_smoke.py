@@ -33,8 +33,12 @@ ROOT = Path(__file__).parents[2]
          ["scan -> pay request, 20,000-sale store", "empty store (baseline)",
           "GET /v1/health, 20,000-sale store", "GET of a 404 (the HTTP stack)",
           "target health p99 <= 5 ms"]),
+        (["reconcile.py", "--quick"],
+         ["posd reconcile, whole run", "parse + match (core)",
+          "baseline: csv.DictReader + dict join", "(no verdict on a quick run)"]),
     ],
-    ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle", "year_till"],
+    ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle", "year_till",
+         "reconcile"],
 )
 def test_bench_script_runs_and_prints_its_table(command: list[str], expected: list[str]) -> None:
     script, *args = command

@@ -12,7 +12,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 from posd import cli
 from posd.core.reconcile import beijing_day
-from tests.shell.test_refund_api import MANAGER, Shop, _shop  # noqa: F401 - the fixture
+from tests.shell.test_refund_api import Shop, _shop  # noqa: F401 - the fixture
 from tests.shell.test_reconcile import _not_near_midnight  # noqa: F401 - autouse fixture
 from tests.waiting import TOKEN
 
