@@ -244,16 +244,28 @@ def reconcile(
     held: list[Held] = []
     elsewhere = 0
 
+    def judged_elsewhere(evidence: _Evidence, record: Sale | Refund | None) -> bool:
+        """Whether the item belongs to a neighbouring day's bill (judged there)."""
+        nonlocal elsewhere
+        home = evidence.home()
+        if home is None or home == day:
+            return False
+        if record is not None and in_day(record.created_at):
+            elsewhere += 1
+        return True
+
+    def tally(judged: Difference) -> None:
+        counts[judged.verdict] += 1
+        if judged.verdict is not Verdict.MATCHED:
+            differences.append(judged)
+
     for number in sorted(set(trades) | {n for n, s in sales_by_no.items() if in_day(s.created_at)}):
         evidence = trades.get(number, _Evidence())
         sale = sales_by_no.get(number)
         if sale is not None and _plainly_matched(evidence, sale, day):
             counts[Verdict.MATCHED] += 1  # the common case, without building a Difference
             continue
-        home = evidence.home()
-        if home is not None and home != day:
-            if sale is not None and in_day(sale.created_at):
-                elsewhere += 1
+        if judged_elsewhere(evidence, sale):
             continue
         judged = _judge_trade(number, evidence, sale, label)
         if judged is None:
@@ -266,18 +278,13 @@ def reconcile(
                 held.append(Held(f"trade:{number}", "trade", number, int(sale.amount),
                                  waits.isoformat(), sale_id=sale.id))
                 continue
-        counts[judged.verdict] += 1
-        if judged.verdict is not Verdict.MATCHED:
-            differences.append(judged)
+        tally(judged)
 
     day_refunds = {n for n, r in refunds_by_no.items() if in_day(r.created_at)}
     for number in sorted(set(refund_rows) | day_refunds):
         evidence = refund_rows.get(number, _Evidence())
         refund = refunds_by_no.get(number)
-        home = evidence.home()
-        if home is not None and home != day:
-            if refund is not None and in_day(refund.created_at):
-                elsewhere += 1
+        if judged_elsewhere(evidence, refund):
             continue
         judged = _judge_refund(number, evidence, refund, label)
         if judged is None:
@@ -289,9 +296,7 @@ def reconcile(
                                  int(refund.amount), waits.isoformat(),
                                  out_refund_no=number, refund_id=refund.id))
                 continue
-        counts[judged.verdict] += 1
-        if judged.verdict is not Verdict.MATCHED:
-            differences.append(judged)
+        tally(judged)
 
     return Reconciliation(
         channel=bill.channel, day=day, counts=counts,

@@ -135,23 +135,18 @@ class PostgresStorage:
         return [StateRow(t, s, int(c), int(a)) for t, s, c, a in rows], dict(summaries)
 
     def refunds(self, store_id: str, day: str) -> list[tuple[str, str]]:
-        try:
-            with self._pool.connection() as conn:
-                rows = conn.execute(
-                    "select terminal_id, body::text from records where store_id = %s and "
-                    "day = %s and type = 'refund' and record_id like '%%:refunded'",
-                    [store_id, day]).fetchall()
-        except _Unavailable as err:
-            raise StorageUnavailable(f"PostgreSQL: {err}") from err
-        return [(str(t), str(b)) for t, b in rows]
+        return self._bodies(store_id, day, "type = 'refund' and record_id like '%%:refunded'")
 
     def reconciliations(self, store_id: str, day: str) -> list[tuple[str, str]]:
+        return self._bodies(store_id, day, "type = 'reconciliation' order by terminal_id, seq")
+
+    def _bodies(self, store_id: str, day: str, which: str) -> list[tuple[str, str]]:
+        """(terminal_id, body) of the day's records ``which`` names (an SQL tail)."""
         try:
             with self._pool.connection() as conn:
                 rows = conn.execute(
                     "select terminal_id, body::text from records where store_id = %s and "
-                    "day = %s and type = 'reconciliation' order by terminal_id, seq",
-                    [store_id, day]).fetchall()
+                    f"day = %s and {which}", [store_id, day]).fetchall()
         except _Unavailable as err:
             raise StorageUnavailable(f"PostgreSQL: {err}") from err
         return [(str(t), str(b)) for t, b in rows]

@@ -119,22 +119,18 @@ class SqliteStorage:
         return [StateRow(*row) for row in rows], dict(summaries)
 
     def refunds(self, store_id: str, day: str) -> list[tuple[str, str]]:
-        with self._lock:
-            try:
-                return [(str(t), str(b)) for t, b in self._conn.execute(
-                    "select terminal_id, body from records where store_id = ? and day = ? "
-                    "and type = 'refund' and record_id like '%:refunded'",
-                    [store_id, day]).fetchall()]
-            except sqlite3.Error as err:
-                raise StorageUnavailable(f"database error: {err}") from err
+        return self._bodies(store_id, day, "type = 'refund' and record_id like '%:refunded'")
 
     def reconciliations(self, store_id: str, day: str) -> list[tuple[str, str]]:
+        return self._bodies(store_id, day, "type = 'reconciliation' order by terminal_id, seq")
+
+    def _bodies(self, store_id: str, day: str, which: str) -> list[tuple[str, str]]:
+        """(terminal_id, body) of the day's records ``which`` names (an SQL tail)."""
         with self._lock:
             try:
                 return [(str(t), str(b)) for t, b in self._conn.execute(
-                    "select terminal_id, body from records where store_id = ? and day = ? "
-                    "and type = 'reconciliation' order by terminal_id, seq",
-                    [store_id, day]).fetchall()]
+                    f"select terminal_id, body from records where store_id = ? and day = ? "
+                    f"and {which}", [store_id, day]).fetchall()]
             except sqlite3.Error as err:
                 raise StorageUnavailable(f"database error: {err}") from err
 

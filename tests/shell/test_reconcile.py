@@ -30,7 +30,7 @@ from posd.reconcile import DailyReconciliation, Reconciler, health_probe
 from posd.store import Store
 from tests.sandbox import Clock, config, make_config, start_simulator, to_toml
 from tests.shell.test_engine import code
-from tests.shell.test_refunds import RefundHarness
+from tests.shell.test_refunds import RefundHarness, _harness, _sim  # noqa: F401 - fixtures
 
 BILL_PATH = {"wechat": "/pay/downloadbill",
              "alipay": "/gateway.do?method=alipay.data.dataservice.bill.downloadurl.query"}
@@ -47,23 +47,6 @@ def _not_near_midnight() -> None:
     start, end = day_bounds(today())
     if end - time.time() < 20 * 60:
         pytest.skip("too close to midnight, Beijing time: sales would be held")
-
-
-@pytest.fixture(name="sim")
-def _sim(pki: TestPki, alipay_keys: AlipayKeys) -> Iterator[Simulator]:
-    sim = start_simulator(pki, alipay=alipay_keys, hang_s=2.0, refund_delay_s=0.6)
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture(name="h")
-def _harness(tmp_path: Path, sim: Simulator, pki: TestPki,
-             alipay_keys: AlipayKeys) -> Iterator[RefundHarness]:
-    h = RefundHarness(tmp_path, sim.url, pki, alipay_keys)
-    h.engine.start()
-    yield h
-    h.engine.stop(timeout=5)
-    h.store.close()
 
 
 @pytest.fixture(name="hq_store")
