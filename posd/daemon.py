@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -24,6 +24,7 @@ from posd.engine import Engine
 from posd.notify import Notifier, Watchdog
 from posd.core.effects import Outputs
 from posd.core.refund import RefundPolicy
+from posd.core.sale import Sale
 from posd.devices.print_queue import Printing, daily_reports, printed_states
 from posd.devices.scanners import ConsoleScanner, DeviceReader, open_scanners
 from posd.reconcile import DailyReconciliation, Reconciler, health_probe
@@ -56,6 +57,22 @@ def outputs_for(config: Config) -> Outputs:
 def header_for(config: Config) -> receipt.Header:
     return receipt.Header(config.store.name, config.store.id, config.store.terminal_id,
                           config.store.address, config.store.tz, registry.labels())
+
+
+def receipt_picture(config: Config) -> Callable[[Sale], bytes]:
+    """The receipt of a sale as a PNG picture (the cashier page's), as configured."""
+    from posd.api.page import png_bytes
+    from posd.devices.preview import render_png
+    from posd.devices.print_queue import Paper, receipt_layout
+
+    paper = Paper.from_config(config)
+
+    def draw(sale: Sale) -> bytes:
+        layout = receipt_layout(sale, paper)
+        return png_bytes(lambda out: render_png(layout, paper.columns, out,
+                                                paper.receipt.png_font_file))
+
+    return draw
 
 
 @dataclass
@@ -102,7 +119,9 @@ class Daemon:
         tls = ((str(config.api.tls_cert_file), str(config.api.tls_key_file))
                if config.api.tls else None)
         api = ApiServer(create_app(engine, token, store_timezone=tz, daily=reports,
-                                   manager_token=manager_token, reconciler=reconciler),
+                                   manager_token=manager_token, reconciler=reconciler,
+                                   receipt_png=receipt_picture(config),
+                                   reprint=None if printing is None else printing.reprint),
                         config.api.host,
                         config.api.port, tls=tls)
         readers = open_scanners(config.all_scanners, engine.scan)

@@ -30,7 +30,18 @@ from posd.api.models import MAX_BODY_BYTES
 log = logging.getLogger(__name__)
 
 #: Paths served without the token (DESIGN §4), and Swagger UI's own files under DOCS_ASSETS.
-PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/"})
+#: The cashier page's own files (DESIGN §11): served without the token, like ``/``.
+PAGE_ASSETS = "/page"
+#: Where the page keeps the token it logged in with: HttpOnly (no script reads it), SameSite=
+#: Strict (no other site's page sends it), Path=/ (DESIGN §11).
+SESSION_COOKIE = "posd_session"
+#: A request authenticated by the cookie that changes something must carry this header, which
+#: only a script of the page's own origin can add (no form of another page can): a second
+#: guard beside SameSite against cross-site request forgery.
+PAGE_HEADER = b"x-posd-page"
+#: Logging in (``POST /v1/session``) checks the token itself.
+LOGIN_PATH = "/v1/session"
 #: Where Swagger UI's files are served from (the swagger-ui-bundle package): /docs works at
 #: a till with no internet, where FastAPI's default page loads them from a CDN.
 DOCS_ASSETS = "/docs/assets"
@@ -100,6 +111,18 @@ async def _respond(response: Response, scope: Scope, receive: Receive, send: Sen
     await response(scope, receive, send)
 
 
+def _cookie(scope: Scope, name: str) -> bytes | None:
+    """One cookie's value from the Cookie header(s), or None."""
+    for key, value in scope["headers"]:
+        if key.lower() != b"cookie":
+            continue
+        for part in bytes(value).split(b";"):
+            found, _, text = part.strip().partition(b"=")
+            if found == name.encode():
+                return text.strip()
+    return None
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key.lower() == name:
@@ -109,6 +132,14 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 #: The role a request's token gives it, in ``request.state.role`` (routes check "manager").
 CASHIER, MANAGER = "cashier", "manager"
+
+
+def role_of(given: bytes, token: bytes, manager_token: bytes | None) -> str | None:
+    """The role ``given`` (a token) has: manager, cashier, or None; both comparisons always
+    made, in constant time."""
+    cashier = hmac.compare_digest(given, token)
+    manager = manager_token is not None and hmac.compare_digest(given, manager_token)
+    return MANAGER if manager else CASHIER if cashier else None
 
 
 class TokenAuth:
@@ -126,19 +157,29 @@ class TokenAuth:
         self._token = token.encode("utf-8")
         self._manager = manager_token.encode("utf-8") if manager_token else None
 
-    def _role(self, scope: Scope) -> str | None:
-        scheme, _, credentials = (_header(scope, b"authorization") or b"").partition(b" ")
-        given = credentials.strip()
-        cashier = hmac.compare_digest(given, self._token)
-        manager = self._manager is not None and hmac.compare_digest(given, self._manager)
-        if scheme.lower() != b"bearer":
-            return None
-        return MANAGER if manager else CASHIER if cashier else None
+    def role_of(self, given: bytes) -> str | None:
+        return role_of(given, self._token, self._manager)
+
+    def _role(self, scope: Scope) -> tuple[str | None, bool]:
+        """(role, by the cookie). The header wins over the cookie (the page sends the
+        manager's token in the header for a manager's action)."""
+        header = _header(scope, b"authorization")
+        if header is None:
+            cookie = _cookie(scope, SESSION_COOKIE)
+            return (None, False) if cookie is None else (self.role_of(cookie), True)
+        scheme, _, credentials = header.partition(b" ")
+        role = self.role_of(credentials.strip())
+        return (role if scheme.lower() == b"bearer" else None), False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        role = self._role(scope) if scope["type"] == "http" else None
+        role, by_cookie = self._role(scope) if scope["type"] == "http" else (None, False)
         if scope["type"] == "http":
             scope.setdefault("state", {})["role"] = role
+        if role is not None and by_cookie and scope["method"] not in ("GET", "HEAD") \
+                and _header(scope, PAGE_HEADER) is None:
+            await _respond(_error(403, "a request made with the page's cookie must come from "
+                                  "the page (X-Posd-Page header)"), scope, receive, send)
+            return
         if scope["type"] != "http" or self._public(scope) or role is not None:
             await self.app(scope, receive, send)
             return
@@ -151,8 +192,10 @@ class TokenAuth:
     @staticmethod
     def _public(scope: Scope) -> bool:
         path = scope["path"]
+        if path == LOGIN_PATH and scope["method"] == "POST":
+            return True
         return scope["method"] in ("GET", "HEAD") and (
-            path in PUBLIC_PATHS or path.startswith(DOCS_ASSETS + "/"))
+            path in PUBLIC_PATHS or path.startswith((DOCS_ASSETS + "/", PAGE_ASSETS + "/")))
 
 
 class BodyTooLarge(HTTPException):

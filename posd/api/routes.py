@@ -31,8 +31,9 @@ from posd.core.refund import Refund
 from posd.core.sale import Sale, State, cancel_refusal
 
 from posd.api.middleware import (
-    DOCS_ASSETS, BodyLimit, TokenAuth, install_error_handlers, require_manager,
+    DOCS_ASSETS, BodyLimit, TokenAuth, install_error_handlers, require_manager, role_of,
 )
+from posd.api.page import ReceiptPng, Reprint, add_page
 from posd.api.models import (
     DAY_FORMAT,
     ERROR_RESPONSES,
@@ -394,7 +395,9 @@ def _add_docs(app: FastAPI) -> None:
 def create_app(engine: Engine, token: str, *, store_timezone: tzinfo | None = None,
                daily: Callable[[date | None], DailyReport] | None = None,
                manager_token: str | None = None,
-               reconciler: Reconciler | None = None) -> FastAPI:
+               reconciler: Reconciler | None = None,
+               receipt_png: ReceiptPng | None = None,
+               reprint: Reprint | None = None) -> FastAPI:
     """The API app over ``engine``. Dates and times are in ``store_timezone`` (None: local).
 
     ``daily(day)`` makes the report of a business day (None: the current one); the daemon
@@ -407,6 +410,9 @@ def create_app(engine: Engine, token: str, *, store_timezone: tzinfo | None = No
                   description="Payment-code payments at the counter: the register's API.")
     install_error_handlers(app)
     _add_routes(app, _Routes(engine, store_timezone, daily, reconciler))
+    secret, manager = token.encode(), manager_token.encode() if manager_token else None
+    add_page(app, roles=lambda given: role_of(given.encode(), secret, manager),
+             get_sale=engine.get, receipt_png=receipt_png, reprint=reprint)
     _add_docs(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(TokenAuth, token=token,  # added last = outermost: runs first

@@ -14,6 +14,7 @@ import logging
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import qrcode
 from PIL import Image, ImageDraw, ImageFont
@@ -94,9 +95,10 @@ def _draw_qr(qr: Qr, columns: int) -> Image.Image:
     return row
 
 
-def render_png(layout: Sequence[Element], columns: int, path: Path,
+def render_png(layout: Sequence[Element], columns: int, path: Path | BinaryIO,
                cjk_font: Path | None = None) -> None:
-    """Draw ``layout`` as ``columns``-wide paper into the PNG file ``path``."""
+    """Draw ``layout`` as ``columns``-wide paper into the PNG file ``path`` (or a binary
+    stream: the cashier page's receipt picture)."""
     fonts = Fonts(cjk_font)
     rows: list[Image.Image] = []
     for element in layout:

@@ -40,7 +40,7 @@ from posd.core.effects import receipt_states
 from posd.core.layout import Element, as_text
 from posd.core.print_jobs import (
     DESCRIPTIONS, JobKind, JobState, PrintJob, RetryPolicy, Status, failed_attempt,
-    nothing_to_print, printed, report_job,
+    nothing_to_print, printed, receipt_job, report_job,
 )
 from posd.devices.printers import (
     ConsoleOutput, Printer, archive, open_printer,
@@ -232,6 +232,12 @@ class Printing:
         added = self._store.add_print_job(job)
         self._wake.set()
         return added
+
+    def reprint(self, sale: Sale) -> bool:
+        """Queue the sale's receipt again, marked REPRINT (the cashier page's button).
+        False when a reprint of it is already waiting."""
+        job = receipt_job(sale.id, sale.state.value, self._clock(), reprint=True)
+        return self.enqueue(job) is not None
 
     def print_closing_report(self) -> PrintJob | None:
         """The APScheduler job: queue the report of the business day ending nearest to now."""
