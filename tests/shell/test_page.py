@@ -149,6 +149,12 @@ def test_cashier_takes_paid_confirming_declined_and_cancelled_sales(
         wait_for(browser, lambda b: "queued" in text_of(b, "reprint-note"))
         if channel == "wechat":
             browser.save_screenshot(str(shots(tmp_path) / "cashier-paid.png"))
+            browser.find_element("id", "lang").click()  # 中文, and back
+            wait_for(browser, state_is("已付款"))
+            assert browser.find_element("id", "charge").text == "收款"
+            assert browser.execute_script("return document.documentElement.lang") == "zh-CN"
+            browser.find_element("id", "lang").click()
+            wait_for(browser, state_is("PAID"))
         next_sale(browser)
     # declined, with posd's sentence
     charge(browser, "30.00", code("0003", 3, "alipay"))
@@ -249,3 +255,18 @@ def test_the_page_survives_a_daemon_restart(browser: Any, tmp_path: Path, pki: A
     finally:
         daemon.stop()
         sim.stop()
+
+
+def test_a_sale_the_register_starts_appears_and_cancels_before_a_code(
+        browser: Any, shop: Shop) -> None:
+    log_in(browser, shop)
+    wait_for(browser, lambda b: b.find_element("id", "app").is_displayed())
+    english(browser)
+    made = shop.call("POST", "/v1/sales", token=TOKEN, json={"amount": 4200})
+    assert made.status_code == 201 and made.json()["state"] == "awaiting_code"
+    wait_for(browser, state_is("Scan the code"))  # the page found it by itself
+    assert "42.00" in text_of(browser, "result-amount")
+    assert "Scan the customer's code" in text_of(browser, "result-message")
+    browser.find_element("id", "cancel").click()  # no code sent yet: a real cancel
+    wait_for(browser, state_is("CANCELLED"))
+    assert shop.call("GET", f"/v1/sales/{made.json()['id']}").json()["state"] == "cancelled"

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The cashier page (DESIGN §11; docs/cashier-page.md). One script, no dependencies, no
 // build step. It uses the same API as a register: one long-poll for the sale on screen,
-// the lists refreshed when a sale ends (and every 15 s), health every 10 s. The API token
+// the lists refreshed when a sale ends (and every 5 s while idle), health every 10 s. The API token
 // lives in an HttpOnly cookie (POST /v1/session); the manager's token, asked for when a
 // manager's action needs it, lives in this script's memory only.
 "use strict";
@@ -154,7 +154,8 @@ async function start() {
   $("role").textContent = role;
   refreshHealth(); refreshToday();
   setInterval(refreshHealth, 10000);
-  setInterval(() => { if (!current || current.final) refreshToday(); }, 15000);
+  // Idle (no sale being followed): look for a sale the register started every 5 s.
+  setInterval(() => { if (!current || current.final) refreshToday(); }, 5000);
 }
 
 $("login-form").addEventListener("submit", async (event) => {
