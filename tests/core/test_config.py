@@ -53,7 +53,7 @@ def test_every_model_key_appears_in_the_example() -> None:
     for section in (config.StoreConfig, config.PaymentConfig, config.ApiConfig, *channels,
                     config.ScannerConfig, config.PrinterConfig, config.HqConfig,
                     config.DatabaseConfig, config.ReceiptConfig, config.ReportConfig,
-                    config.LogConfig):
+                    config.LogConfig, config.ReconcileConfig):
         for key in section.model_fields:
             assert f"{key} =" in text, f"{section.__name__}.{key} is not documented"
 

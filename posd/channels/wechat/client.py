@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 from collections.abc import Mapping
 from datetime import date
 from typing import ClassVar, Final
+from urllib.parse import urlsplit
 
 
 from posd.channels import transport
@@ -195,6 +197,7 @@ class WechatPay:
         self._timeout = (config.connect_timeout_s, config.read_timeout_s)
         self._verify: str | bool = str(config.ca_file) if config.ca_file else True
         self._cert = (str(config.cert_file), str(config.key_file)) if config.key_file else None
+        self._route_ip: str | None = None
         self._session = transport.session()
 
     @classmethod
@@ -220,7 +223,7 @@ class WechatPay:
             "body": self._body(subject),
             "total_fee": str(int(amount)),
             "fee_type": "CNY",
-            "spbill_create_ip": self._config.client_ip,
+            "spbill_create_ip": self._client_ip(),
             "auth_code": auth_code,
             "device_info": self._device_info,
         }
@@ -272,16 +275,12 @@ class WechatPay:
 
         The bill itself is not signed (a CSV; channels.md §1.9): TLS to the configured host
         is what vouches for it; an XML answer is a refusal (unsigned, return_code=FAIL)."""
-        params = {
-            "appid": self._config.appid, "mch_id": self._config.mch_id,
+        params = self._merchant() | {
             "nonce_str": secrets.token_hex(16), "sign_type": self._config.sign_type,
             "bill_date": day.strftime("%Y%m%d"), "bill_type": "ALL", "tar_type": "GZIP",
         }
         params["sign"] = wire.sign(params, self._api_key, self._config.sign_type)
-        raw = transport.post(
-            self._session, self._config.base_url + DOWNLOADBILL, wire.to_xml(params),
-            content_type="text/xml; charset=utf-8", timeout=self._timeout,
-            verify=self._verify, limit=BILL_MAX_BYTES, what=DOWNLOADBILL)
+        raw = self._post(DOWNLOADBILL, wire.to_xml(params), limit=BILL_MAX_BYTES)
         if isinstance(raw, Unknown):
             return BillFailed(raw.detail)
         if raw.lstrip()[:5] != b"<xml>":
@@ -299,13 +298,32 @@ class WechatPay:
     # --- one request -----------------------------------------------------------------------
 
     def _common(self, out_trade_no: str) -> dict[str, str]:
-        return {
-            "appid": self._config.appid,
-            "mch_id": self._config.mch_id,
+        return self._merchant() | {
             "out_trade_no": out_trade_no,
             "nonce_str": secrets.token_hex(16),  # 32 characters, the field's limit
             "sign_type": self._config.sign_type,
         }
+
+    def _merchant(self) -> dict[str, str]:
+        """appid and mch_id, and in service-provider mode (服务商) sub_mch_id and sub_appid:
+        every call carries them inside its signature (channels.md §1.2)."""
+        ids = {"appid": self._config.appid, "mch_id": self._config.mch_id}
+        if self._config.sub_mch_id:
+            ids["sub_mch_id"] = self._config.sub_mch_id
+        if self._config.sub_appid:
+            ids["sub_appid"] = self._config.sub_appid
+        return ids
+
+    def _client_ip(self) -> str:
+        """spbill_create_ip: as configured, else this machine's address on its route to
+        the channel (a UDP socket's connect sends nothing), found once."""
+        if self._config.spbill_create_ip:
+            return self._config.spbill_create_ip
+        if "client_ip" in self._config.model_fields_set:
+            return self._config.client_ip
+        if self._route_ip is None:
+            self._route_ip = route_address(self._config.base_url) or self._config.client_ip
+        return self._route_ip
 
     def _body(self, subject: str) -> str:
         """``门店品牌名-城市分店名-实际商品名称``: prefix and subject, cut to 127 UTF-8 bytes."""
@@ -321,11 +339,23 @@ class WechatPay:
             return raw
         return self._check(path, raw, out_trade_no)
 
-    def _post(self, path: str, body: bytes) -> bytes | Unknown:
+    def _post(self, path: str, body: bytes, limit: int = wire.MAX_BODY) -> bytes | Unknown:
+        """POST to ``base_url``; after a connect error there (nothing was sent: the request
+        cannot have arrived) once to ``backup_base_url``, never after a request may have
+        arrived (a timeout, a reset, an answer): the same request twice at two hosts could
+        be two charges (channels.md §1; WeChat's backup domain note)."""
+        answer = self._post_to(self._config.base_url, path, body, limit)
+        backup = self._config.backup_base_url
+        if isinstance(answer, Unknown) and not answer.may_have_arrived and backup:
+            log.warning("wechat %s: %s; trying the backup host %s", path, answer.detail, backup)
+            answer = self._post_to(backup, path, body, limit)
+        return answer
+
+    def _post_to(self, base: str, path: str, body: bytes, limit: int) -> bytes | Unknown:
         return transport.post(
-            self._session, self._config.base_url + path, body,
+            self._session, base + path, body,
             content_type="text/xml; charset=utf-8", timeout=self._timeout,
-            verify=self._verify, limit=wire.MAX_BODY, what=path,
+            verify=self._verify, limit=limit, what=path,
             cert=self._cert if path.startswith("/secapi/") else None,  # mutual TLS
         )
 
@@ -350,6 +380,8 @@ class WechatPay:
             return "the answer's signature does not verify"
         if (answer.get("appid"), answer.get("mch_id")) != (self._config.appid, self._config.mch_id):
             return "the answer is for another appid/mch_id"
+        if self._config.sub_mch_id and answer.get("sub_mch_id") != self._config.sub_mch_id:
+            return "the answer is for another sub_mch_id"
         if answer.get("out_trade_no", out_trade_no) != out_trade_no:
             return "the answer is for another out_trade_no"
         if answer.get("result_code") not in ("SUCCESS", "FAIL"):
@@ -474,3 +506,18 @@ def _hide(answer: _Answer, auth_code: str) -> _Answer:
 def _scrub(answer: _Answer, auth_code: str) -> _Answer:
     assert isinstance(answer, Mapping)  # hide() passes on only the channel's answers
     return scrub(answer, auth_code)
+
+
+def route_address(base_url: str) -> str | None:
+    """This machine's address on its route to ``base_url``'s host, or None (no route, no
+    name resolution yet). ``connect`` on a UDP socket picks the route and sends nothing."""
+    parts = urlsplit(base_url)
+    try:
+        infos = socket.getaddrinfo(parts.hostname or "", parts.port or 443, type=socket.SOCK_DGRAM)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(address)
+            return str(probe.getsockname()[0])
+    except (OSError, IndexError):
+        return None
+

@@ -339,6 +339,9 @@ class WechatGateway:
             "return_msg": "OK",
             "appid": self._sandbox.appid,
             "mch_id": self._sandbox.mch_id,
+            # service-provider mode: the sub-merchant the request named, as WeChat echoes it
+            "sub_mch_id": request.get("sub_mch_id", ""),
+            "sub_appid": request.get("sub_appid", ""),
             "device_info": request.get("device_info", ""),
             "nonce_str": secrets.token_hex(16),
             **body,
