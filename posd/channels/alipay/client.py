@@ -82,6 +82,7 @@ class Alipay:
         store_id: str = "",
         terminal_id: str = "",
         clock: Callable[[], float] = time.time,
+        app_auth_token: str = "",
     ) -> None:
         if wire.same_key(app_private_key.public_key(), alipay_public_key):
             # The #1 cause of verification failures in python-alipay-sdk's tracker (§4).
@@ -95,6 +96,7 @@ class Alipay:
         self._store_id = store_id
         self._terminal_id = terminal_id
         self._clock = clock
+        self._app_auth_token = app_auth_token
         self._timeout = (config.connect_timeout_s, config.read_timeout_s)
         self._verify: str | bool = str(config.ca_file) if config.ca_file else True
         self._session = transport.session()
@@ -123,8 +125,17 @@ class Alipay:
             ) from err
         except wire.WireError as err:
             raise ConfigError(f"channels.alipay.alipay_public_key_file: {err}") from None
+        token = ""
+        if config.app_auth_token_file is not None:
+            token = read_secret(config.app_auth_token_file,
+                                "channels.alipay.app_auth_token_file").decode(
+                                    "ascii", errors="replace").strip()
+            if not token or not token.isascii() or not token.isprintable():
+                raise ConfigError("channels.alipay.app_auth_token_file: not an app_auth_token "
+                                  "(one line of ASCII, as the ISV authorisation gave it)")
         return cls(config, app_private_key=private_key, alipay_public_key=public_key,
-                   store_id=store_id, terminal_id=terminal_id, clock=clock)
+                   store_id=store_id, terminal_id=terminal_id, clock=clock,
+                   app_auth_token=token)
 
     def close(self) -> None:
         self._session.close()
@@ -143,11 +154,19 @@ class Alipay:
             "store_id": self._store_id,
             "terminal_id": self._terminal_id,
         }
-        reply = _hide(self._call(PAY, {k: v for k, v in biz.items() if v}, out_trade_no),
-                      auth_code)
+        reply = _hide(self._call(PAY, self._pay_biz(biz), out_trade_no), auth_code)
         result = _pay_result(reply)
         log.info("alipay pay %s %s fen %s -> %s", out_trade_no, amount, mask(auth_code), result)
         return result
+
+    def _pay_biz(self, biz: Mapping[str, str]) -> dict[str, object]:
+        """trade.pay's biz_content: the fields that are set, and for an ISV its PID as
+        ``extend_params.sys_service_provider_id`` (its commission; channels.md §2)."""
+        sent: dict[str, object] = {k: v for k, v in biz.items() if v}
+        if self._config.sys_service_provider_id:
+            sent["extend_params"] = {
+                "sys_service_provider_id": self._config.sys_service_provider_id}
+        return sent
 
     def query(self, out_trade_no: str, amount: Fen) -> ChannelResult:
         """trade.query: the trade's status."""
@@ -244,8 +263,9 @@ class Alipay:
 
     # --- one request -----------------------------------------------------------------------
 
-    def _params(self, method: str, biz: Mapping[str, str]) -> dict[str, str]:
-        return {
+    def _params(self, method: str, biz: Mapping[str, object]) -> dict[str, str]:
+        common = {"app_auth_token": self._app_auth_token} if self._app_auth_token else {}
+        return common | {
             "app_id": self._config.app_id,
             "method": method,
             "format": "JSON",
@@ -258,7 +278,7 @@ class Alipay:
             "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
         }
 
-    def _call(self, method: str, biz: Mapping[str, str], out_trade_no: str) -> _Reply:
+    def _call(self, method: str, biz: Mapping[str, object], out_trade_no: str) -> _Reply:
         params = self._params(method, biz)
         params["sign"] = wire.sign(params, self._private_key)
         body = urlencode({"biz_content": params.pop("biz_content")}).encode()

@@ -18,9 +18,15 @@ class AlipayConfig(ChannelConfig):
     ca_file: Path | None = None
     #: how long after a payment it may be refunded: the merchant's contract (DESIGN §9)
     refund_window_days: int = Field(default=90, ge=1, le=3 * 365)
+    #: an ISV (第三方应用授权) acting for the merchant: the merchant's app_auth_token, a
+    #: secret file (0600), sent as a common parameter of every call
+    app_auth_token_file: Path | None = None
+    #: the service provider's PID (2088...), sent as extend_params.sys_service_provider_id
+    sys_service_provider_id: str = Field(default="", pattern=r"^(2088[0-9]{12})?$")
 
     _paths = field_validator(
-        "app_private_key_file", "alipay_public_key_file", "ca_file", mode="before"
+        "app_private_key_file", "alipay_public_key_file", "ca_file", "app_auth_token_file",
+        mode="before"
     )(optional_path)
     _url = field_validator("gateway_url")(check_url)
 
@@ -30,7 +36,10 @@ class AlipayConfig(ChannelConfig):
         return self
 
     def secret_files(self) -> list[tuple[str, Path | None]]:
-        return [("app_private_key_file", self.app_private_key_file)]
+        files = [("app_private_key_file", self.app_private_key_file)]
+        if self.app_auth_token_file is not None:  # only an ISV has one
+            files.append(("app_auth_token_file", self.app_auth_token_file))
+        return files
 
     def public_files(self) -> list[tuple[str, Path | None]]:
         return [("alipay_public_key_file", self.alipay_public_key_file),

@@ -81,6 +81,9 @@ class AlipaySandbox:
     app_id: str
     app_public_key: rsa.RSAPublicKey = field(repr=False)
     private_key: rsa.RSAPrivateKey = field(repr=False)  # the simulator's, signs answers
+    #: an ISV (第三方应用) acting for the merchant: when set, every request must carry this
+    #: ``app_auth_token`` (the merchant's authorisation), as Alipay checks it
+    app_auth_token: str = field(default="", repr=False)
 
     @property
     def public_key_pem(self) -> bytes:
@@ -280,6 +283,9 @@ class AlipayGateway:
         for failed, sub_code, sub_msg in checks:
             if failed:
                 return _refusal("40002", sub_code, sub_msg)
+        if self._sandbox.app_auth_token and params.get("app_auth_token") != \
+                self._sandbox.app_auth_token:
+            return _refusal("40002", "isv.invalid-app-auth-token", "无效的应用授权令牌")
         if (problem := _timestamp_problem(params["timestamp"], now)) is not None:
             return _refusal("40002", "isv.invalid-timestamp", problem)
         if not wire.verify(params, self._sandbox.app_public_key):
