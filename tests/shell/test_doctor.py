@@ -98,7 +98,10 @@ def test_a_healthy_shop_passes_every_check(
         "config": "ok", "key files": "ok", "database": "ok", "disk": rows["disk"]["result"],
         "daemon": "warn", "scanner": "warn", "printer": "ok", "wechat": "ok",
         "wechat certificate": "ok", "alipay": "ok", "clock": "ok", "hq": "ok",
+        "wechat set-up": "ok", "alipay set-up": "ok",
         "timezone": rows["timezone"]["result"]}  # the host's zone: UTC here, CST in a shop
+    assert rows["wechat set-up"]["detail"].startswith("direct merchant")
+    assert rows["alipay set-up"]["detail"].startswith("merchant's own app")
     assert rows["disk"]["result"] in ("ok", "warn")
     assert rows["timezone"]["result"] == "ok" or "timedatectl" in rows["timezone"]["fix"]
     assert "not answering" in rows["daemon"]["detail"]

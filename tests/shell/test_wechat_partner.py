@@ -146,3 +146,18 @@ def test_bad_partner_settings_are_named(pki: TestPki, extra: dict[str, str],
                                         words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         settings("https://api.mch.weixin.qq.com", pki, **extra)
+
+
+def test_doctor_passes_in_service_provider_mode(sim: Simulator, pki: TestPki,
+                                                tmp_path: Any) -> None:
+    from posd.channels.spec import Till
+    from posd.channels.wechat import doctor
+    from tests.sandbox import secret
+
+    key = secret(tmp_path / "wechat-api-key", WECHAT.api_key)
+    section = settings(sim.url, pki, sub_mch_id=SUB_MCH_ID, api_key_file=str(key),
+                       backup_base_url="https://api2.mch.weixin.qq.com")
+    rows = {c.name: c for c in doctor.checks(section, Till("S001", "T01", "shop"))}
+    assert rows["wechat"].result.value == "ok", rows["wechat"]
+    assert f"sub-merchant {SUB_MCH_ID}" in rows["wechat set-up"].detail
+    assert "backup host" in rows["wechat set-up"].detail

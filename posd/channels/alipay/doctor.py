@@ -6,7 +6,7 @@ from __future__ import annotations
 from posd.channels.alipay.client import Alipay
 from posd.channels.alipay.config import AlipayConfig
 from posd.channels.spec import Till
-from posd.checks import Check, channel_verdict, fail, probe_trade_no
+from posd.checks import Check, channel_verdict, fail, probe_trade_no, ok
 from posd.core.errors import ConfigError
 from posd.core.money import Fen
 
@@ -25,4 +25,15 @@ def checks(section: AlipayConfig, till: Till) -> list[Check]:
     return [channel_verdict("alipay", result, "invalid-signature (40002): app_private_key_file "
                             "does not match the public key uploaded for app_id; an answer that "
                             "does not verify: alipay_public_key_file must hold *Alipay's* public "
-                            "key")]
+                            "key; invalid-app-auth-token: the merchant's authorisation in "
+                            "app_auth_token_file is not (or no longer) valid for app_id"),
+            setup(section)]
+
+
+def setup(section: AlipayConfig) -> Check:
+    """Which set-up this is (the probe above proved it with a signed call)."""
+    if section.app_auth_token_file is None:
+        return ok("alipay set-up", f"merchant's own app {section.app_id}, public-key mode")
+    pid = section.sys_service_provider_id or "no sys_service_provider_id (no ISV commission)"
+    return ok("alipay set-up", f"ISV app {section.app_id} acting for a merchant "
+              f"(app_auth_token_file), {pid}")

@@ -22,7 +22,7 @@ CERT_WARN_DAYS = 30
 
 
 def checks(section: WechatConfig, till: Till) -> list[Check]:
-    found = [probe(section, till)]
+    found = [probe(section, till), setup(section)]
     if section.cert_file is not None and section.key_file is not None:
         found.append(check_certificate("wechat certificate", section.cert_file, section.key_file))
     return found
@@ -40,7 +40,21 @@ def probe(section: WechatConfig, till: Till) -> Check:
         client.close()
     return channel_verdict("wechat", result, "a signature that does not verify or SIGNERROR: the "
                            "APIv2 key in api_key_file is not the merchant's (pay.weixin.qq.com, "
-                           "API security); other errors: appid and mch_id must belong together")
+                           "API security); other errors: appid and mch_id must belong together "
+                           "(and sub_mch_id must be bound to the service provider mch_id)")
+
+
+def setup(section: WechatConfig) -> Check:
+    """Which set-up this is (the probe proved its keys and, in service-provider mode, that
+    the sub-merchant answers under the provider)."""
+    if section.sub_mch_id:
+        detail = (f"service provider {section.mch_id} for sub-merchant {section.sub_mch_id}"
+                  + (f", sub_appid {section.sub_appid}" if section.sub_appid else ""))
+    else:
+        detail = f"direct merchant {section.mch_id}"
+    if section.backup_base_url:
+        detail += f"; backup host {section.backup_base_url} after a connect error only"
+    return ok("wechat set-up", detail)
 
 
 def check_certificate(name: str, cert_file: Path, key_file: Path) -> Check:
