@@ -158,6 +158,8 @@ class Answer:
     raw: str  # the member's value exactly as received: what ``sign`` covers
     fields: Mapping[str, object]
     sign: str | None  # None: the answer is unsigned
+    #: certificate mode: the SN of the Alipay certificate whose key signed it ("" if absent)
+    cert_sn: str = ""
 
     def text(self, name: str) -> str:
         """A string field, or "" when absent or not a string."""
@@ -235,7 +237,9 @@ def parse_answer(body: bytes, method: str) -> Answer:
     signature = top.get("sign", (None, ""))[0]
     if signature is not None and not isinstance(signature, str):
         raise WireError("sign is not a string")
-    return Answer(keys[0], raw, fields, signature or None)
+    cert_sn = top.get("alipay_cert_sn", ("", ""))[0]
+    return Answer(keys[0], raw, fields, signature or None,
+                  cert_sn if isinstance(cert_sn, str) else "")
 
 
 def render_answer(key: str, fields: Mapping[str, object], signer: rsa.RSAPrivateKey | None,

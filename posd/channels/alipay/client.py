@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import ClassVar, Final
 from urllib.parse import urlencode, urlsplit
 
@@ -39,6 +39,7 @@ from posd.channels.answers import Rejected, hide, logged_query, scrub, text, wit
 from posd.core.zones import BEIJING
 from posd.core import alipay_codes as codes
 from posd.core import alipay_wire as wire
+from posd.core.alipay_certs import CertError, CertMode, cert_mode
 from posd.core.bills import BillAnswer, BillFailed, NoBill
 from posd.core.codes import mask
 from posd.channels.alipay.config import AlipayConfig
@@ -83,6 +84,7 @@ class Alipay:
         terminal_id: str = "",
         clock: Callable[[], float] = time.time,
         app_auth_token: str = "",
+        certs: CertMode | None = None,
     ) -> None:
         if wire.same_key(app_private_key.public_key(), alipay_public_key):
             # The #1 cause of verification failures in python-alipay-sdk's tracker (§4).
@@ -97,6 +99,7 @@ class Alipay:
         self._terminal_id = terminal_id
         self._clock = clock
         self._app_auth_token = app_auth_token
+        self._certs = certs
         self._timeout = (config.connect_timeout_s, config.read_timeout_s)
         self._verify: str | bool = str(config.ca_file) if config.ca_file else True
         self._session = transport.session()
@@ -116,9 +119,11 @@ class Alipay:
             private_key = wire.load_private_key(raw)
         except wire.WireError as err:
             raise ConfigError(f"channels.alipay.app_private_key_file: {err}") from None
+        certs = read_cert_mode(config) if config.cert_mode else None
         path = config.alipay_public_key_file
         try:
-            public_key = wire.load_public_key(path.read_bytes() if path else b"")
+            public_key = certs.alipay_public_key if certs is not None else \
+                wire.load_public_key(path.read_bytes() if path else b"")
         except OSError as err:
             raise ConfigError(
                 f"channels.alipay.alipay_public_key_file: {path}: {err.strerror or err}"
@@ -135,7 +140,7 @@ class Alipay:
                                   "(one line of ASCII, as the ISV authorisation gave it)")
         return cls(config, app_private_key=private_key, alipay_public_key=public_key,
                    store_id=store_id, terminal_id=terminal_id, clock=clock,
-                   app_auth_token=token)
+                   app_auth_token=token, certs=certs)
 
     def close(self) -> None:
         self._session.close()
@@ -265,6 +270,9 @@ class Alipay:
 
     def _params(self, method: str, biz: Mapping[str, object]) -> dict[str, str]:
         common = {"app_auth_token": self._app_auth_token} if self._app_auth_token else {}
+        if self._certs is not None:  # certificate mode: both SNs, inside the signature
+            common |= {"app_cert_sn": self._certs.app_cert_sn,
+                       "alipay_root_cert_sn": self._certs.alipay_root_cert_sn}
         return common | {
             "app_id": self._config.app_id,
             "method": method,
@@ -302,6 +310,15 @@ class Alipay:
             answer = wire.parse_answer(raw, method)
         except wire.WireError as err:
             return Unknown(f"{method}: unreadable answer: {err}")
+        if self._certs is not None and answer.cert_sn and \
+                answer.cert_sn != self._certs.alipay_cert_sn:
+            # Alipay signed with another certificate: it rotated its certificate. Not trusted
+            # until a person installs the new one (checked under the root) into alipay_cert_file.
+            log.warning("ALERT alipay %s %s: signed with Alipay certificate %s, posd has %s",
+                        method, out_trade_no, text(answer.cert_sn, 40), self._certs.alipay_cert_sn)
+            return Unknown(f"{method}: Alipay signed with another certificate (alipay_cert_sn "
+                           f"{text(answer.cert_sn, 40)}): download Alipay's new certificate "
+                           "from the Alipay console into alipay_cert_file")
         if answer.sign is not None and not answer.verifies(self._public_key):
             log.warning("ALERT alipay %s %s: the answer's signature does not verify",
                         method, out_trade_no)
@@ -318,6 +335,22 @@ class Alipay:
                         method, out_trade_no)
             return Unknown(f"{method}: the answer is for another out_trade_no")
         return answer
+
+
+def read_cert_mode(config: AlipayConfig) -> CertMode:
+    """Read and check certificate mode's three files (ConfigError naming the key)."""
+    files = {}
+    for name in ("app_cert_file", "alipay_cert_file", "alipay_root_cert_file"):
+        path = getattr(config, name)
+        try:
+            files[name] = path.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"channels.alipay.{name}: {path}: {err.strerror or err}") from err
+    try:
+        return cert_mode(files["app_cert_file"], files["alipay_cert_file"],
+                         files["alipay_root_cert_file"], datetime.now(UTC))
+    except CertError as err:
+        raise ConfigError(f"channels.alipay.{err}") from None
 
 
 # --- answers -> results ------------------------------------------------------------------

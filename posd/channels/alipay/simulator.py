@@ -75,6 +75,13 @@ _BILL_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
+class SandboxCerts:
+    app_cert_sn: str
+    alipay_root_cert_sn: str
+    alipay_cert_sn: str
+
+
+@dataclass(frozen=True, slots=True)
 class AlipaySandbox:
     """The app the simulator plays Alipay for: requests must carry ``app_id`` and verify."""
 
@@ -84,6 +91,10 @@ class AlipaySandbox:
     #: an ISV (第三方应用) acting for the merchant: when set, every request must carry this
     #: ``app_auth_token`` (the merchant's authorisation), as Alipay checks it
     app_auth_token: str = field(default="", repr=False)
+    #: public-key certificate mode: the SNs requests must carry (``app_cert_sn``,
+    #: ``alipay_root_cert_sn``) and the one answers name (``alipay_cert_sn``); None: public-key
+    #: mode (posd.core.alipay_certs computes them from the certificates)
+    certs: SandboxCerts | None = None
 
     @property
     def public_key_pem(self) -> bytes:
@@ -286,6 +297,11 @@ class AlipayGateway:
         if self._sandbox.app_auth_token and params.get("app_auth_token") != \
                 self._sandbox.app_auth_token:
             return _refusal("40002", "isv.invalid-app-auth-token", "无效的应用授权令牌")
+        certs = self._sandbox.certs
+        if certs is not None and params.get("app_cert_sn") != certs.app_cert_sn:
+            return _refusal("40002", "isv.app-cert-sn-not-match", "应用公钥证书序列号不匹配")
+        if certs is not None and params.get("alipay_root_cert_sn") != certs.alipay_root_cert_sn:
+            return _refusal("40002", "isv.alipay-root-cert-sn-not-match", "支付宝根证书序列号不匹配")
         if (problem := _timestamp_problem(params["timestamp"], now)) is not None:
             return _refusal("40002", "isv.invalid-timestamp", problem)
         if not wire.verify(params, self._sandbox.app_public_key):
@@ -304,7 +320,9 @@ class AlipayGateway:
         return dataclasses.replace(self._reply(wire.response_key(method), fields), hang=hang)
 
     def _reply(self, key: str, fields: Mapping[str, object], *, signed: bool = True) -> Reply:
-        return Reply(200, wire.render_answer(key, fields, self._key if signed else None), _JSON)
+        cert_sn = self._sandbox.certs.alipay_cert_sn if self._sandbox.certs else ""
+        return Reply(200, wire.render_answer(key, fields, self._key if signed else None,
+                                             cert_sn=cert_sn), _JSON)
 
     # --- methods ----------------------------------------------------------------------------
 
