@@ -73,6 +73,8 @@ class CertMode:
     alipay_cert_sn: str
     alipay_public_key: rsa.RSAPublicKey
     alipay_cert_not_after: datetime
+    #: the root bundle: a rotated Alipay certificate is trusted only if issued under it
+    roots: tuple[x509.Certificate, ...] = ()
 
 
 def issued_under(cert: x509.Certificate, roots: list[x509.Certificate],
@@ -102,7 +104,28 @@ def cert_mode(app_cert: bytes, alipay_cert: bytes, root_bundle: bytes,
         raise CertError(f"alipay_cert_file: not valid now (valid "
                         f"{alipay.not_valid_before_utc:%Y-%m-%d} to "
                         f"{alipay.not_valid_after_utc:%Y-%m-%d})")
-    return CertMode(sn(app), root_sn(roots), sn(alipay), key, alipay.not_valid_after_utc)
+    return CertMode(sn(app), root_sn(roots), sn(alipay), key, alipay.not_valid_after_utc,
+                    tuple(roots))
+
+
+def rotated(mode: CertMode, pem: bytes, wanted_sn: str, now: datetime) -> CertMode:
+    """``mode`` with Alipay's new certificate (``pem``, downloaded for ``wanted_sn``), once
+    it is an RSA certificate with that SN, valid now and issued under the root bundle.
+    CertError otherwise: a certificate posd cannot tie to Alipay's root is never used."""
+    chain = load_certs(pem, "the downloaded Alipay certificate")
+    cert = chain[0]
+    key = cert.public_key()
+    if sn(cert) != wanted_sn:
+        raise CertError(f"the downloaded Alipay certificate has SN {sn(cert)}, not {wanted_sn}")
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise CertError("the downloaded Alipay certificate is not RSA")
+    if not issued_under(cert, list(mode.roots), chain[1:]):
+        raise CertError("the downloaded Alipay certificate is not issued under "
+                        "alipay_root_cert_file")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise CertError("the downloaded Alipay certificate is not valid now")
+    return CertMode(mode.app_cert_sn, mode.alipay_root_cert_sn, wanted_sn, key,
+                    cert.not_valid_after_utc, mode.roots)
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:

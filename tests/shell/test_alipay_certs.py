@@ -3,7 +3,8 @@
 against python-alipay-sdk's certificate-mode client (an independent reference), with
 certificates made here (a root, Alipay's certificate, the app's, a rotated one, one not
 signed by the root, an ECDSA-signed root the SN skips); a sale and a reversal through the
-simulator in certificate mode; an answer signed under another certificate not trusted."""
+simulator in certificate mode; Alipay rotating its certificate: posd downloads the new one and
+uses it only when it is issued under the root."""
 
 from __future__ import annotations
 
@@ -134,20 +135,47 @@ def test_a_sale_and_a_reversal_in_certificate_mode(sim: Simulator, pki: TestPki,
         client.close()
 
 
-def test_an_answer_under_another_alipay_certificate_is_not_trusted(
-        sim: Simulator, pki: TestPki, alipay_keys: AlipayKeys, certs: Certs,
-        tmp_path: Path) -> None:
-    """Alipay rotated its certificate (same key here, a new SN): posd does not decide on an
-    answer it cannot tie to the certificate it holds; the sale stays unknown, never
-    declined."""
-    rotated = tmp_path / "rotated.crt"
-    rotated.write_bytes(pem(certs.rotated))
-    client = Alipay.from_config(section(sim, pki, alipay_keys, certs, alipay_cert=rotated))
+def rotating_sim(pki: TestPki, keys: AlipayKeys, certs: Certs,
+                 served: x509.Certificate) -> Simulator:
+    """A simulator whose answers name ``served`` (Alipay rotated to it) and that serves it
+    through alipaycert.download."""
+    mode = alipay_certs.cert_mode(certs.app.read_bytes(), certs.alipay.read_bytes(),
+                                  certs.root.read_bytes(), NOW)
+    sandbox = dataclasses.replace(keys.sandbox(ALIPAY_APP_ID), certs=SandboxCerts(
+        mode.app_cert_sn, mode.alipay_root_cert_sn, alipay_certs.sn(served), pem(served)))
+    return Simulator(wechat=WECHAT, alipay=sandbox, tls=pki.server_tls(),
+                     min_reverse_delay_s=0.0, confirm_delay_s=0.5).start()
+
+
+def test_alipay_rotates_its_certificate_posd_downloads_and_checks_it(
+        pki: TestPki, alipay_keys: AlipayKeys, certs: Certs) -> None:
+    sim = rotating_sim(pki, alipay_keys, certs, certs.rotated)
+    client = Alipay.from_config(section(sim, pki, alipay_keys, certs))  # holds the old one
     try:
-        answer = client.query("S001T01261202000000000023", Fen(100))
-        assert isinstance(answer, Unknown) and "another certificate" in answer.detail
+        assert isinstance(client.pay("S001T01261202000000000023", Fen(100),
+                                     "281234567890120000", "x"), Paid)
+        assert client._certs is not None
+        assert client._certs.alipay_cert_sn == alipay_certs.sn(certs.rotated)
+        assert isinstance(client.query("S001T01261202000000000023", Fen(100)), Paid)
     finally:
         client.close()
+        sim.stop()
+
+
+def test_a_rotated_certificate_not_under_the_root_is_never_trusted(
+        pki: TestPki, alipay_keys: AlipayKeys, certs: Certs) -> None:
+    """The new certificate is not issued under the root: posd does not decide on an answer
+    it cannot tie to Alipay's root; the sale stays unknown, never declined."""
+    stranger = alipay_certs.load_certs(certs.stranger.read_bytes(), "stranger")[0]
+    sim = rotating_sim(pki, alipay_keys, certs, stranger)
+    client = Alipay.from_config(section(sim, pki, alipay_keys, certs))
+    try:
+        answer = client.pay("S001T01261202000000000024", Fen(100), "281234567890120000", "x")
+        assert isinstance(answer, Unknown) and answer.may_have_arrived
+        assert "not issued under alipay_root_cert_file" in answer.detail
+    finally:
+        client.close()
+        sim.stop()
 
 
 def test_certificates_that_do_not_hold_are_refused_at_start(

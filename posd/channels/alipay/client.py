@@ -22,9 +22,12 @@ or the network did, never returns a dict (reference/channels.md §2, §4).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -39,7 +42,7 @@ from posd.channels.answers import Rejected, hide, logged_query, scrub, text, wit
 from posd.core.zones import BEIJING
 from posd.core import alipay_codes as codes
 from posd.core import alipay_wire as wire
-from posd.core.alipay_certs import CertError, CertMode, cert_mode
+from posd.core.alipay_certs import CertError, CertMode, cert_mode, rotated
 from posd.core.bills import BillAnswer, BillFailed, NoBill
 from posd.core.codes import mask
 from posd.channels.alipay.config import AlipayConfig
@@ -59,6 +62,8 @@ CANCEL: Final = "alipay.trade.cancel"
 REFUND: Final = "alipay.trade.refund"
 REFUND_QUERY: Final = "alipay.trade.fastpay.refund.query"
 BILL: Final = "alipay.data.dataservice.bill.downloadurl.query"
+#: Alipay's current certificate by its SN, when an answer names another (certificate mode)
+CERT_DOWNLOAD: Final = "alipay.open.app.alipaycert.download"
 #: a day's bill zip: 10,000 rows are about 0.5 MB; more than this is not a bill
 BILL_MAX_BYTES: Final = 64 * 1024 * 1024
 REFUND_REASON_MAX: Final = 256  # refund_reason String(256)
@@ -100,6 +105,7 @@ class Alipay:
         self._clock = clock
         self._app_auth_token = app_auth_token
         self._certs = certs
+        self._rotating = threading.Lock()
         self._timeout = (config.connect_timeout_s, config.read_timeout_s)
         self._verify: str | bool = str(config.ca_file) if config.ca_file else True
         self._session = transport.session()
@@ -163,6 +169,36 @@ class Alipay:
         result = _pay_result(reply)
         log.info("alipay pay %s %s fen %s -> %s", out_trade_no, amount, mask(auth_code), result)
         return result
+
+    def _rotate(self, wanted_sn: str) -> str | None:
+        """Alipay rotated its certificate (an answer names ``wanted_sn``): download it with
+        alipaycert.download, trust it only under the root bundle and only if the download's
+        own answer verifies with it, then use it. None when done; else why not (the
+        official SDKs' "无感知升级", alipay-sdk-java-all ``AlipayClient``)."""
+        with self._rotating:
+            certs = self._certs
+            assert certs is not None
+            if certs.alipay_cert_sn == wanted_sn:
+                return None  # another thread did it meanwhile
+            params = self._params(CERT_DOWNLOAD, {"alipay_cert_sn": wanted_sn})
+            params["sign"] = wire.sign(params, self._private_key)
+            body = urlencode({"biz_content": params.pop("biz_content")}).encode()
+            raw = self._post(CERT_DOWNLOAD, urlencode(params), body)
+            if isinstance(raw, Unknown):
+                return f"the download failed: {raw.detail}"
+            try:
+                answer = wire.parse_answer(raw, CERT_DOWNLOAD)
+                new = rotated(certs, _cert_content(answer), wanted_sn, datetime.now(UTC))
+            except (wire.WireError, CertError) as err:
+                return str(err)
+            if not answer.verifies(new.alipay_public_key):
+                return "the download's answer does not verify with the certificate it holds"
+            self._certs, self._public_key = new, new.alipay_public_key
+            log.warning("ALERT alipay: Alipay's certificate is now %s (valid until %s), "
+                        "checked under the root: put it into alipay_cert_file (Alipay console) "
+                        "so that posd need not download it at the next start",
+                        wanted_sn, f"{new.alipay_cert_not_after:%Y-%m-%d}")
+            return None
 
     def _pay_biz(self, biz: Mapping[str, str]) -> dict[str, object]:
         """trade.pay's biz_content: the fields that are set, and for an ISV its PID as
@@ -311,14 +347,14 @@ class Alipay:
         except wire.WireError as err:
             return Unknown(f"{method}: unreadable answer: {err}")
         if self._certs is not None and answer.cert_sn and \
-                answer.cert_sn != self._certs.alipay_cert_sn:
-            # Alipay signed with another certificate: it rotated its certificate. Not trusted
-            # until a person installs the new one (checked under the root) into alipay_cert_file.
-            log.warning("ALERT alipay %s %s: signed with Alipay certificate %s, posd has %s",
-                        method, out_trade_no, text(answer.cert_sn, 40), self._certs.alipay_cert_sn)
+                answer.cert_sn != self._certs.alipay_cert_sn and \
+                (problem := self._rotate(answer.cert_sn)) is not None:
+            # Alipay signed with another certificate and posd could not get it, or could not
+            # tie it to the root: the answer is not trusted (the sale stays unknown).
+            log.warning("ALERT alipay %s %s: signed with Alipay certificate %s: %s",
+                        method, out_trade_no, text(answer.cert_sn, 40), problem)
             return Unknown(f"{method}: Alipay signed with another certificate (alipay_cert_sn "
-                           f"{text(answer.cert_sn, 40)}): download Alipay's new certificate "
-                           "from the Alipay console into alipay_cert_file")
+                           f"{text(answer.cert_sn, 40)}) that posd cannot trust: {problem}")
         if answer.sign is not None and not answer.verifies(self._public_key):
             log.warning("ALERT alipay %s %s: the answer's signature does not verify",
                         method, out_trade_no)
@@ -335,6 +371,14 @@ class Alipay:
                         method, out_trade_no)
             return Unknown(f"{method}: the answer is for another out_trade_no")
         return answer
+
+
+def _cert_content(answer: wire.Answer) -> bytes:
+    """The PEM of an alipaycert.download answer (``alipay_cert_content``, base64)."""
+    try:
+        return base64.b64decode(answer.text("alipay_cert_content"), validate=True)
+    except (ValueError, binascii.Error):
+        return b""
 
 
 def read_cert_mode(config: AlipayConfig) -> CertMode:

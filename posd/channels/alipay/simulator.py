@@ -16,6 +16,8 @@ the simulator's lock held.
 
 from __future__ import annotations
 
+import base64
+
 import dataclasses
 import itertools
 import json
@@ -65,7 +67,9 @@ _HANG = "_hang"
 METHODS: Final = {"alipay.trade.pay": "pay", "alipay.trade.query": "query",
                   "alipay.trade.cancel": "cancel", "alipay.trade.refund": "refund",
                   "alipay.trade.fastpay.refund.query": "refund_query",
-                  "alipay.data.dataservice.bill.downloadurl.query": "bill"}
+                  "alipay.data.dataservice.bill.downloadurl.query": "bill",
+                  "alipay.open.app.alipaycert.download": "cert_download"}
+CERT_METHOD: Final = "alipay.open.app.alipaycert.download"
 BILL_METHOD: Final = "alipay.data.dataservice.bill.downloadurl.query"
 #: where the bill URL points (Alipay's own is another host, dwbillcenter.alipay.com)
 BILL_PATH: Final = "/_bill/alipay/"
@@ -79,6 +83,9 @@ class SandboxCerts:
     app_cert_sn: str
     alipay_root_cert_sn: str
     alipay_cert_sn: str
+    #: the certificate ``alipay_cert_sn`` names, served by alipaycert.download (a test makes
+    #: the simulator "rotate" by naming a certificate the client does not hold yet)
+    alipay_cert_pem: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +251,8 @@ class AlipayGateway:
             return self._reply(wire.response_key(method), refusal, signed=False)
         if method == BILL_METHOD:
             return self._answer(method, self._bill(biz or {}, now))
+        if method == CERT_METHOD:
+            return self._answer(method, self._cert_download(biz or {}))
         if biz is None or not isinstance(biz.get("out_trade_no"), str):
             return self._answer(method, _failed("ACQ.INVALID_PARAMETER", "参数无效"))
         return self._answer(method, self._handlers[method](biz, now))
@@ -467,6 +476,15 @@ class AlipayGateway:
         self._bill_urls[token] = (now + BILL_URL_S, archive)
         name = archive_name(pid_of(self._sandbox.app_id), day)
         return _ok(bill_download_url=f"{self._url()}{BILL_PATH}{token}?downloadFileName={name}")
+
+    def _cert_download(self, biz: Mapping[str, object]) -> dict[str, object]:
+        """Alipay's certificate by its SN (base64 of the PEM), for a client that saw an
+        answer name a certificate it does not hold."""
+        certs = self._sandbox.certs
+        if certs is None or not certs.alipay_cert_pem or \
+                biz.get("alipay_cert_sn") != certs.alipay_cert_sn:
+            return _failed("isv.cert-not-exist", "证书不存在")
+        return _ok(alipay_cert_content=base64.b64encode(certs.alipay_cert_pem).decode())
 
     def _download(self, token: str, now: float) -> Reply:
         found = self._bill_urls.get(token)
