@@ -393,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="10 customers, durations x0.1: a smoke run of a few seconds")
     parser.add_argument("--channel", choices=("wechat", "alipay"), default="wechat",
                         help="the client and simulator gateway measured (default wechat)")
+    parser.add_argument("--rtt-ms", type=float, default=0.0,
+                        help="network round trip the simulator adds to every request "
+                        "(DESIGN §7: 80 ms; /_sim/latency); default 0 (loopback)")
     args = parser.parse_args(argv)
     if args.quick:
         args.customers, args.scale = 10, 0.1
@@ -404,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         keys = make_alipay_keys(tmp / "alipay") if args.channel == "alipay" else None
         sim = Simulator(wechat=WECHAT, tls=pki.server_tls(),
                         alipay=keys.sandbox(ALIPAY_APP_ID) if keys else None,
-                        min_reverse_delay_s=WECHAT_MIN_REVERSE_S * args.scale).start()
+                        min_reverse_delay_s=WECHAT_MIN_REVERSE_S * args.scale,
+                        round_trip_s=args.rtt_ms / 1000).start()
         lanes: list[Lane] = []
         try:
             for k, schedule in enumerate(schedules(config(make_config(tmp, sim.url, pki)),

@@ -659,3 +659,24 @@ def test_a_refund_is_a_row_of_its_own_in_the_bill(sim: Simulator, clock: Clock) 
     trade = sim.trade("PAID")
     assert trade is not None and len(trade["refunds"]) == 1  # type: ignore[arg-type]
     assert trade["refunds"][0]["requests"] == 2  # type: ignore[index]
+
+
+def test_latency_knob_plays_a_round_trip() -> None:
+    """``/_sim/latency`` sets the round trip every gateway request takes (DESIGN §7's 80 ms);
+    answers stay the same. (How long a request then takes is measured by
+    bench/confirm_delay.py --rtt-ms, not asserted here.)"""
+    from posd.channels.simulator import Simulator as _Simulator
+    from posd.channels.simulator import WechatSandbox as _Sandbox
+
+    with _Simulator(wechat=_Sandbox.example()) as simulator:
+        url = simulator.url
+        assert requests.get(url + "/_sim/latency", timeout=5).json() == {"round_trip_ms": 0.0}
+        set_it = requests.post(url + "/_sim/latency", json={"round_trip_ms": 80}, timeout=5)
+        assert set_it.json() == {"ok": True, "round_trip_ms": 80.0}
+        assert simulator.round_trip_s == 0.08
+        assert requests.get(url + "/_sim/latency", timeout=5).json() == {"round_trip_ms": 80.0}
+        answer = requests.post(url + "/pay/orderquery", data=b"<xml></xml>", timeout=5)
+        assert answer.status_code == 200 and b"return_code" in answer.content
+        for bad in ({"round_trip_ms": "80"}, {"round_trip_ms": -1}, {"ms": 80}):
+            refused = requests.post(url + "/_sim/latency", json=bad, timeout=5)
+            assert refused.status_code == 400, bad

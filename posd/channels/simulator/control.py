@@ -42,6 +42,9 @@ class Controlled(Protocol):
                confirm_delay_s: float | None = None, reverse_retries: int = 2) -> None: ...
     def script_refund(self, out_trade_no: str, outcome: RefundOutcome | str, *,
                       channel: str = "wechat") -> None: ...
+    def set_round_trip(self, seconds: float) -> None: ...
+    @property
+    def round_trip_s(self) -> float: ...
     def edit_bill(self, channel: str, kind: str, *, out_trade_no: str = "",
                   amount: int | None = None, at: float | None = None
                   ) -> dict[str, object]: ...
@@ -69,6 +72,10 @@ def handle_control(sim: Controlled, method: str, path: str, body: bytes) -> Answ
                 return 200, _script(sim, _json_object(body))
             case ("POST", "/_sim/script_refund"):
                 return 200, _script_refund(sim, _json_object(body))
+            case ("GET", "/_sim/latency"):
+                return 200, {"round_trip_ms": round(sim.round_trip_s * 1000, 3)}
+            case ("POST", "/_sim/latency"):
+                return 200, _latency(sim, _json_object(body))
             case ("POST", "/_sim/bill"):
                 return 200, {"ok": True, "edit": _edit_bill(sim, _json_object(body))}
             case ("POST", "/_sim/reset"):
@@ -135,6 +142,17 @@ def _script_refund(sim: Controlled, payload: Mapping[str, object]) -> dict[str, 
         raise ValueError("channel must be a string")
     sim.script_refund(number, str(outcome), channel=channel)
     return {"ok": True}
+
+
+def _latency(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object]:
+    unknown = set(payload) - {"round_trip_ms"}
+    if unknown:
+        raise ValueError(f"unknown latency field(s): {', '.join(sorted(unknown))}")
+    ms = payload.get("round_trip_ms")
+    if isinstance(ms, bool) or not isinstance(ms, int | float):
+        raise ValueError(f"round_trip_ms must be a number of milliseconds, got {ms!r}")
+    sim.set_round_trip(float(ms) / 1000)
+    return {"ok": True, "round_trip_ms": float(ms)}
 
 
 def _edit_bill(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object]:

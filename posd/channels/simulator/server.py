@@ -104,6 +104,7 @@ class Simulator:
         confirm_delay_s: float = 8.0,
         refund_delay_s: float = 8.0,
         hang_s: float = 15.0,
+        round_trip_s: float = 0.0,
         min_reverse_delay_s: float = 15.0,
         close_unpaid_after_s: float | None = None,
         ledger_file: Path | None = None,
@@ -113,6 +114,10 @@ class Simulator:
         self._tls = tls
         self._clock = clock
         self._hang_s = hang_s
+        #: network distance played on every gateway request: half before the request
+        #: reaches the ledger, half before its answer leaves (real channels are 30-100 ms
+        #: away; loopback is not). ``/_sim/latency`` sets it.
+        self._round_trip_s = round_trip_s
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._ledger = Ledger(
@@ -284,6 +289,16 @@ class Simulator:
         with self._lock:
             self._ledger.script_refund(channel, out_trade_no, RefundOutcome(outcome))
 
+    def set_round_trip(self, seconds: float) -> None:
+        """Every gateway request from now on takes ``seconds`` more (half each way)."""
+        if not 0 <= seconds <= 10:
+            raise ValueError(f"round trip must be 0 to 10 s, got {seconds}")
+        self._round_trip_s = seconds
+
+    @property
+    def round_trip_s(self) -> float:
+        return self._round_trip_s
+
     def edit_bill(self, channel: str, kind: str, *, out_trade_no: str = "",
                   amount: int | None = None, at: float | None = None) -> dict[str, object]:
         """Put a difference into the bills from now on (DESIGN §10; ``/_sim/bill``):
@@ -373,7 +388,14 @@ class Simulator:
             self._arrive_late(gateway, request, fault.seconds or 0.0)
             abort(handler)
             return
+        half = self._round_trip_s / 2
+        if half and self._stopping.wait(half):  # the request on its way
+            abort(handler)
+            return
         reply = self._process(gateway, request, fault)
+        if half and self._stopping.wait(half):  # the answer on its way back
+            abort(handler)
+            return
         self._deliver(handler, gateway, reply, fault)
 
     def _control(self, handler: Handler, request: Request) -> None:
