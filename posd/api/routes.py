@@ -255,8 +255,7 @@ class _Routes:
         else:
             since = (yesterday(time.time()) - timedelta(days=6)).isoformat()
             rows = store.reconciliations(since_day=since, channel=channel)
-        return ReconciliationList(verdict=verdict(rows),
-                                  reconciliations=[row_json(r) for r in rows])  # type: ignore[misc]
+        return _reconciliation_list(rows)
 
     def run_reconciliation(self, body: ReconcileRequest) -> ReconciliationList:
         """Run a bill day now (manager token): download the bills, judge, ask the channel
@@ -264,9 +263,8 @@ class _Routes:
         reconciler = self._reconciler()
         day = parse_day(body.date) if body.date else yesterday(time.time())
         reconciler.run(day, [body.channel] if body.channel else None)
-        rows = reconciler.store.reconciliations(day=day.isoformat(), channel=body.channel)
-        return ReconciliationList(verdict=verdict(rows),
-                                  reconciliations=[row_json(r) for r in rows])  # type: ignore[misc]
+        return _reconciliation_list(reconciler.store.reconciliations(
+            day=day.isoformat(), channel=body.channel))
 
     def resolve_difference(self, difference_id: SaleId,
                            body: DifferenceResolveRequest) -> dict[str, Any]:
@@ -289,6 +287,11 @@ class _Routes:
             return JSONResponse(body.model_dump(mode="json"), status_code=503)
         body = HealthOut.model_validate({**figures, "version": __version__})
         return JSONResponse(body.model_dump(mode="json"))
+
+
+def _reconciliation_list(rows: list[dict[str, Any]]) -> ReconciliationList:
+    return ReconciliationList(verdict=verdict(rows),
+                              reconciliations=[row_json(r) for r in rows])  # type: ignore[misc]
 
 
 def _check_replay(sale: Sale, body: SaleRequest, key: str | None) -> None:

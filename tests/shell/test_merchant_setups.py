@@ -17,13 +17,11 @@ import pytest
 from posd.channels.alipay.simulator import SandboxCerts
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki
 from posd.core import alipay_certs
-from posd.daemon import Daemon
 from posd.doctor import run_checks
-from tests.sandbox import ALIPAY_APP_ID, WECHAT, config, make_config, secret, to_toml
+from tests.sandbox import ALIPAY_APP_ID, WECHAT, make_config, secret
 from tests.shell.test_alipay_certs import NOW, Certs, _certs  # noqa: F401 - the fixture
 from tests.shell.test_engine import code
-from tests.shell.test_refund_api import MANAGER, Shop
-from tests.shell.test_refunds import FAST_REFUND
+from tests.shell.test_refund_api import Shop, run_shop
 from tests.waiting import TOKEN, wait_until_final
 
 AUTH_TOKEN = "202612BB6f4c0a1f8d9e4b7c2a5d3e1f0b9c8X01"
@@ -47,20 +45,7 @@ def _shop(tmp_path: Path, pki: TestPki, alipay_keys: AlipayKeys,
                "alipay_root_cert_file": str(certs.root),
                "app_auth_token_file": str(secret(tmp_path / "app-auth-token", AUTH_TOKEN)),
                "sys_service_provider_id": "2088102146225135"}
-    data["api"]["manager_token_file"] = str(secret(tmp_path / "manager-token", MANAGER))
-    path = tmp_path / "config.toml"
-    path.write_text(to_toml(data), encoding="utf-8")
-    import io
-
-    receipts = io.StringIO()
-    daemon = Daemon.build(config(data), receipts_to=receipts,
-                          refund_policies={"wechat": FAST_REFUND, "alipay": FAST_REFUND})
-    daemon.start()
-    try:
-        yield Shop(f"http://127.0.0.1:{daemon.api.port}", daemon, sim, receipts, path)
-    finally:
-        daemon.stop()
-        sim.stop()
+    yield from run_shop(tmp_path, sim, data)
 
 
 def sale(shop: Shop, amount: int, auth_code: str) -> dict[str, Any]:

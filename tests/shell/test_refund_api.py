@@ -64,6 +64,12 @@ class Shop:
 def _shop(tmp_path: Path, pki: TestPki, alipay_keys: AlipayKeys) -> Iterator[Shop]:
     sim = start_simulator(pki, alipay=alipay_keys, refund_delay_s=0.5)
     data = make_config(tmp_path, sim.url, pki, alipay=alipay_keys, printer={"kind": "console"})
+    yield from run_shop(tmp_path, sim, data)
+
+
+def run_shop(tmp_path: Path, sim: Simulator, data: dict[str, Any]) -> Iterator[Shop]:
+    """The daemon on config ``data`` (with the manager's token added, and written to
+    ``config.toml`` for the CLI), fast refunds; stops it and ``sim`` afterwards."""
     data["api"]["manager_token_file"] = str(secret(tmp_path / "manager-token", MANAGER))
     path = tmp_path / "config.toml"
     path.write_text(to_toml(data), encoding="utf-8")

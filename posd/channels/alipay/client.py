@@ -180,10 +180,7 @@ class Alipay:
             assert certs is not None
             if certs.alipay_cert_sn == wanted_sn:
                 return None  # another thread did it meanwhile
-            params = self._params(CERT_DOWNLOAD, {"alipay_cert_sn": wanted_sn})
-            params["sign"] = wire.sign(params, self._private_key)
-            body = urlencode({"biz_content": params.pop("biz_content")}).encode()
-            raw = self._post(CERT_DOWNLOAD, urlencode(params), body)
+            raw = self._send(CERT_DOWNLOAD, {"alipay_cert_sn": wanted_sn})
             if isinstance(raw, Unknown):
                 return f"the download failed: {raw.detail}"
             try:
@@ -323,13 +320,17 @@ class Alipay:
         }
 
     def _call(self, method: str, biz: Mapping[str, object], out_trade_no: str) -> _Reply:
-        params = self._params(method, biz)
-        params["sign"] = wire.sign(params, self._private_key)
-        body = urlencode({"biz_content": params.pop("biz_content")}).encode()
-        raw = self._post(method, urlencode(params), body)
+        raw = self._send(method, biz)
         if isinstance(raw, Unknown):
             return raw
         return self._check(method, raw, out_trade_no)
+
+    def _send(self, method: str, biz: Mapping[str, object]) -> bytes | Unknown:
+        """One signed request: the common parameters in the query, biz_content in the body."""
+        params = self._params(method, biz)
+        params["sign"] = wire.sign(params, self._private_key)
+        body = urlencode({"biz_content": params.pop("biz_content")}).encode()
+        return self._post(method, urlencode(params), body)
 
     def _post(self, method: str, query: str, body: bytes) -> bytes | Unknown:
         url = self._config.gateway_url
