@@ -138,6 +138,8 @@ class Engine:
         self._health_probes: dict[str, Callable[[], dict[str, Any]]] = {}
         self._double_reads = DoubleReadFilter(config.payment.debounce_s)
         self._labels = registry.english_labels()
+        #: classified channel -> the enabled channel that takes its codes (v3 takes v2's)
+        self._takers = registry.takers(self._channels)
         self._last_scan: dict[str, Any] | None = None
         self._scheduler: BackgroundScheduler | None = None
 
@@ -235,7 +237,7 @@ class Engine:
         fen = check_fen(amount)
         channel = None
         if auth_code is not None:
-            channel = route(auth_code, self._channels, self._config.codes.prefix_rules,
+            channel = route(auth_code, self._takers, self._config.codes.prefix_rules,
                             self._labels)
         subject = subject or self._config.store.name
         if order_ref is not None and not 0 < len(order_ref) <= 64:
@@ -459,7 +461,7 @@ class Engine:
         if time.monotonic() - read_at > self._config.payment.max_code_age_s:
             return ScanOutcome(False, "the code was read too long ago; scan it again")
         try:
-            channel = route(code, self._channels, self._config.codes.prefix_rules, self._labels)
+            channel = route(code, self._takers, self._config.codes.prefix_rules, self._labels)
         except CodeError as err:
             return ScanOutcome(False, str(err))
         if self._stopping.is_set():

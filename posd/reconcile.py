@@ -31,7 +31,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from posd.channels import Channel
+from posd.channels import Channel, registry
 from posd.config import Config
 from posd.core import bills
 from posd.core import refund as refunds
@@ -58,11 +58,6 @@ log = logging.getLogger(__name__)
 #: Exit statuses of ``posd reconcile`` (DESIGN §3).
 EX_OK, EX_DIFFERENCES, EX_UNAVAILABLE = 0, 1, 69
 
-#: The channels whose bills posd reads: the parser and the kept file's extension.
-PARSERS: Mapping[str, tuple[Callable[[bytes, date], bills.Bill], str]] = {
-    "wechat": (bills.parse_wechat, "csv.gz"),
-    "alipay": (bills.parse_alipay, "csv.zip"),
-}
 #: Bills are generated from 09:00 the next day (WeChat: "fetch after 10:00", channels.md
 #: §1.9); before this hour of D+1 a missing bill is not news.
 READY_HOUR = 10
@@ -107,7 +102,12 @@ class Reconciler:
                  terminal_id: str, directory: Path, clock: Callable[[], float] = time.time,
                  hold_s: float = HOLD_S) -> None:
         self._store = store
-        self._channels = {n: c for n, c in channels.items() if n in PARSERS}
+        self._formats = registry.bills()
+        # A channel whose bill another enabled one covers (v2 under v3: one merchant
+        # account, one bill) is reconciled there, with its sales.
+        covered = {m for n in channels for m in registry.bill_members(n) if m != n}
+        self._channels = {n: c for n, c in channels.items()
+                          if n in self._formats and n not in covered}
         self._store_id, self._terminal_id = store_id, terminal_id
         self._dir = directory
         self._clock = clock
@@ -167,7 +167,7 @@ class Reconciler:
             bill, no_bill, path = bills.empty(name, day), True, None
         else:
             try:
-                bill = PARSERS[name][0](answer, day)
+                bill = self._formats[name][0](answer, day)
             except bills.BillError as err:
                 bad = self._path(name, day).with_name(f"{day.isoformat()}.bad")
                 os.replace(self._path(name, day), bad)
@@ -197,10 +197,11 @@ class Reconciler:
         start, end = day_bounds(day)
         # The day's own records; a neighbouring day's only matter where this bill names
         # them (a sale at 23:59:58 paid after midnight), and those are read by number.
+        members = registry.bill_members(name)
         window_sales = [s for s in self._store.find(since=start, until=end)
-                        if s.channel == name]
+                        if s.channel in members]
         window_refunds = [r for r in self._store.find_refunds(since=start, until=end)
-                          if r.channel == name]
+                          if r.channel in members]
         own = [r for r in bill.rows if sales.is_own_trade_no(
             r.out_trade_no, self._store_id, self._terminal_id)]
         # Records the bill names that are not in the window (a refund today of a sale made
@@ -211,7 +212,7 @@ class Reconciler:
             sorted({r.out_trade_no for r in own} - known_sales))
         named_refunds = self._store.refunds_by_numbers(
             sorted({r.out_refund_no for r in own if r.out_refund_no} - known_refunds))
-        found_sales = {s.id: s for s in [*window_sales, *named_sales] if s.channel == name}
+        found_sales = {s.id: s for s in [*window_sales, *named_sales] if s.channel in members}
         found_refunds = {r.id: r for r in [*window_refunds, *named_refunds]}
         neighbours: dict[date, bills.Bill | None] = {
             d: self._kept(name, d) for d in (day - timedelta(days=1), day + timedelta(days=1))}
@@ -219,7 +220,8 @@ class Reconciler:
         def judged() -> Reconciliation:
             return reconcile(bill, found_sales.values(), found_refunds.values(),
                              store_id=self._store_id, terminal_id=self._terminal_id,
-                             neighbours=neighbours, hold_s=self._hold_s, no_bill=no_bill)
+                             neighbours=neighbours, hold_s=self._hold_s, no_bill=no_bill,
+                             channels=members)
 
         result = judged()
         today = beijing_day(now)
@@ -241,12 +243,13 @@ class Reconciler:
         moved = self._store.find(since=start, until=end, states=(
             sales.State.PAID, sales.State.REVERSED, sales.State.NEEDS_ATTENTION))
         back = self._store.find_refunds(since=start, until=end)
-        return any(s.channel == name for s in moved) or any(r.channel == name for r in back)
+        members = registry.bill_members(name)
+        return any(s.channel in members for s in moved) or any(r.channel in members for r in back)
 
     # --- the bills on disk ------------------------------------------------------------------
 
     def _path(self, name: str, day: date) -> Path:
-        return self._dir / name / f"{day.isoformat()}.{PARSERS[name][1]}"
+        return self._dir / name / f"{day.isoformat()}.{self._formats[name][1]}"
 
     def _fetch(self, name: str, channel: Channel, day: date) -> bills.BillAnswer:
         """Download and keep the bill (always afresh: a run again sees what the channel
@@ -260,7 +263,7 @@ class Reconciler:
         """A bill downloaded before, if it is on disk and readable."""
         path = self._path(name, day)
         try:
-            return PARSERS[name][0](path.read_bytes(), day)
+            return self._formats[name][0](path.read_bytes(), day)
         except FileNotFoundError:
             return None
         except (OSError, bills.BillError) as err:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki, WechatSandbox
+from posd.channels.wechat_v3.sandbox_keys import WechatV3Keys
+from posd.channels.wechat_v3.simulator import WechatV3Sandbox
 from posd.config import Config
 from posd.core.sale import Policy
 
@@ -35,6 +37,39 @@ def alipay_section(sim_url: str, keys: AlipayKeys, pki: TestPki, *,
         "ca_file": str(pki.ca_cert_file), "connect_timeout_s": 1.0,
         "read_timeout_s": read_timeout_s,
     }
+
+
+#: the v3 merchant: the same merchant account as WECHAT's (the simulator plays one account
+#: behind both APIs), with its own appid for v3
+WECHAT_V3_APPID = "wx8888888888888888"
+SUB_MCHID = "1900000109"
+
+
+def wechat_v3_sandbox(keys: WechatV3Keys, *, mode: str = "public_key",
+                      sub_mchids: frozenset[str] = frozenset()) -> WechatV3Sandbox:
+    return replace(keys.sandbox(WECHAT_V3_APPID, WECHAT.mch_id, mode=mode),
+                   sub_mchids=sub_mchids)
+
+
+def wechat_v3_section(sim_url: str, keys: WechatV3Keys, pki: TestPki, *,
+                      mode: str = "public_key", partner: bool = False,
+                      read_timeout_s: float = 1.0) -> dict[str, Any]:
+    """``[channels.wechat_v3]`` for a posd that talks to the simulator's v3 endpoints:
+    ``mode`` public_key, platform (certificates) or both (during WeChat's switch)."""
+    section: dict[str, Any] = {
+        "enabled": True, "base_url": sim_url, "appid": WECHAT_V3_APPID, "mchid": WECHAT.mch_id,
+        "merchant_serial_no": keys.merchant_serial_no,
+        "private_key_file": str(keys.merchant_key_file), "ca_file": str(pki.ca_cert_file),
+        "connect_timeout_s": 1.0, "read_timeout_s": read_timeout_s,
+    }
+    if mode in ("public_key", "both"):
+        section |= {"wechatpay_public_key_file": str(keys.public_key_file),
+                    "wechatpay_public_key_id": keys.public_key_id}
+    if mode in ("platform", "both"):
+        section["platform_cert_files"] = [str(keys.platform_cert_file)]
+    if partner:
+        section["sub_mchid"] = SUB_MCHID
+    return section
 
 
 def secret(path: Path, text: str) -> Path:
@@ -93,7 +128,8 @@ def to_toml(data: dict[str, Any]) -> str:
             elif isinstance(value, (int, float)):
                 lines.append(f"{key} = {value}")
             elif isinstance(value, (list, tuple)):
-                lines.append(f"{key} = [{', '.join(str(v) for v in value)}]")
+                items = (f'"{v}"' if isinstance(v, str) else str(v) for v in value)
+                lines.append(f"{key} = [{', '.join(items)}]")
             else:
                 lines.append(f'{key} = "{value}"')
         for key, value in table.items():

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """The registry of payment channels: name -> :class:`~posd.channels.spec.ChannelSpec`.
 
-WeChat Pay and Alipay are registered when this module is imported; another channel (a test
+WeChat Pay (v2, and v3 codepay) and Alipay are registered when this module is imported; another channel (a test
 channel in tests/shell/test_channel_registry.py, a future UnionPay) calls :func:`register`
 before the config is read. The order of registration is the order channels are listed in
 (config errors, ``/v1/health``, ``posd doctor``).
@@ -9,9 +9,11 @@ before the config is read. The order of registration is the order channels are l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date
 
-from posd.channels import alipay, wechat
+from posd.channels import alipay, wechat, wechat_v3
+from posd.core.bills import Bill
 from posd.channels.spec import ChannelSpec
 from posd.core.codes import CHANNEL_NAMES, OTHER_RULES, PrefixRule
 
@@ -52,6 +54,30 @@ def code_rules() -> tuple[PrefixRule, ...]:
     return tuple(rule for spec in _SPECS.values() for rule in spec.code_rules) + OTHER_RULES
 
 
+def takers(enabled: Iterable[str]) -> dict[str, str]:
+    """``classified channel -> the enabled channel that takes its codes``: each enabled
+    channel takes its own, and one that ``replaces`` another takes that one's too (WeChat
+    Pay v3 takes WeChat's codes when enabled, whether or not v2 is still enabled)."""
+    on = set(enabled)
+    taken = {name: name for name in _SPECS if name in on}
+    for spec in _SPECS.values():
+        if spec.name in on and spec.replaces:
+            taken[spec.replaces] = spec.name
+    return taken
+
+
+def bill_members(name: str) -> frozenset[str]:
+    """The channels whose sales channel ``name``'s bill covers: its own, and the one it
+    replaces (one merchant account behind both APIs has one bill)."""
+    spec = _SPECS.get(name)
+    return frozenset({name, spec.replaces} - {""}) if spec is not None else frozenset({name})
+
+
+def bills() -> dict[str, tuple[Callable[[bytes, date], Bill], str]]:
+    """``name -> (bill parser, kept file's extension)`` of the channels posd reconciles."""
+    return {spec.name: spec.bill for spec in _SPECS.values() if spec.bill is not None}
+
+
 def labels() -> Mapping[str, tuple[str, str]]:
     """``name -> (English, Chinese)`` for receipts and reports (UnionPay's too)."""
     return dict(CHANNEL_NAMES) | {spec.name: (spec.label, spec.label_zh) for spec in _SPECS.values()}
@@ -64,3 +90,4 @@ def english_labels() -> Mapping[str, str]:
 
 register(wechat.SPEC)
 register(alipay.SPEC)
+register(wechat_v3.SPEC)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from posd.config_base import ChannelConfig
+from posd.core.bills import Bill
 from posd.core.codes import PrefixRule
 from posd.core.refund import RefundPolicy
 from posd.core.sale import Policy
@@ -58,3 +60,10 @@ class ChannelSpec:
     simulate: Callable[[Any, SimulatorContext], Gateway] | None = None
     #: refund timing, window and count limit (posd.core.refund.RefundPolicy)
     refund_policy: RefundPolicy = RefundPolicy()
+    #: another channel of the same merchant account whose payment codes this one takes
+    #: when enabled (WeChat Pay v3 takes v2's): its codes are routed here, and this
+    #: channel's bill covers that channel's sales too (one account, one bill)
+    replaces: str = ""
+    #: the daily bill: ``(bytes, day) -> Bill`` and the kept file's extension (None: posd
+    #: does not reconcile this channel)
+    bill: tuple[Callable[[bytes, date], Bill], str] | None = None

@@ -11,6 +11,7 @@ a read timeout, a reset or close after sending, anything else is ``may_have_arri
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 
@@ -67,6 +68,50 @@ def post(
     return data
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An HTTP answer as it came: status, headers and a body of at most the limit."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def send(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    body: bytes | None,
+    headers: dict[str, str],
+    timeout: tuple[float, float],
+    verify: str | bool,
+    limit: int,
+    what: str,
+    cert: tuple[str, str] | None = None,
+) -> Received | Unknown:
+    """One request (no retries, no redirects): whatever answer came, with its headers, or
+    Unknown classified by :func:`failure`'s urllib3 rule."""
+    try:
+        with session.request(
+            method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=timeout,
+            verify=verify,
+            cert=cert,
+            stream=True,
+            allow_redirects=False,
+        ) as response:
+            data = read_bounded(response, limit, what)
+            if isinstance(data, Unknown):
+                return data
+            return Received(response.status_code, dict(response.headers), data)
+    except (OSError, Urllib3Error) as err:  # requests.RequestException is an OSError
+        return failure(what, err)
+
+
 def exchange(
     session: requests.Session,
     url: str,
@@ -82,23 +127,9 @@ def exchange(
     """POST once (no retries, no redirects): (status, body of at most ``limit`` bytes) of
     whatever answer came, or Unknown classified by :func:`failure`'s urllib3 rule. The HQ
     client uses it as the channel clients do."""
-    try:
-        with session.post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=timeout,
-            verify=verify,
-            cert=cert,
-            stream=True,
-            allow_redirects=False,
-        ) as response:
-            data = read_bounded(response, limit, what)
-            if isinstance(data, Unknown):
-                return data
-            return response.status_code, data
-    except (OSError, Urllib3Error) as err:  # requests.RequestException is an OSError
-        return failure(what, err)
+    got = send(session, "POST", url, body=body, headers=headers, timeout=timeout,
+               verify=verify, limit=limit, what=what, cert=cert)
+    return got if isinstance(got, Unknown) else (got.status, got.body)
 
 
 def get(
@@ -112,15 +143,9 @@ def get(
 ) -> tuple[int, bytes] | Unknown:
     """GET once (no retries, no redirects): (status, body of at most ``limit`` bytes), or
     Unknown. For downloads a signed answer pointed at (Alipay's bill URL)."""
-    try:
-        with session.get(url, timeout=timeout, verify=verify, stream=True,
-                         allow_redirects=False) as response:
-            data = read_bounded(response, limit, what)
-            if isinstance(data, Unknown):
-                return data
-            return response.status_code, data
-    except (OSError, Urllib3Error) as err:
-        return failure(what, err)
+    got = send(session, "GET", url, body=None, headers={}, timeout=timeout, verify=verify,
+               limit=limit, what=what)
+    return got if isinstance(got, Unknown) else (got.status, got.body)
 
 
 def read_bounded(response: requests.Response, limit: int, what: str) -> bytes | Unknown:

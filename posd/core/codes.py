@@ -91,14 +91,20 @@ def classify(code: str, rules: Iterable[PrefixRule] = DEFAULT_RULES) -> str:
     )
 
 
-def route(code: str, enabled: Iterable[str], rules: Iterable[PrefixRule] = DEFAULT_RULES,
+def route(code: str, enabled: Iterable[str] | Mapping[str, str],
+          rules: Iterable[PrefixRule] = DEFAULT_RULES,
           labels: Mapping[str, str] = CHANNEL_LABELS) -> str:
-    """Classify ``code`` and refuse it unless its channel is enabled at this store."""
+    """Classify ``code`` and refuse it unless its channel is taken at this store.
+
+    ``enabled``: the enabled channels, or ``classified channel -> the channel that takes
+    its codes`` (posd.channels.registry.takers: WeChat's codes go to WeChat Pay v3 when that
+    is enabled)."""
     channel = classify(code, rules)
-    if channel not in set(enabled):
+    takers = enabled if isinstance(enabled, Mapping) else {name: name for name in enabled}
+    if channel not in takers:
         label = labels.get(channel, channel)
         raise CodeError(f"{label} is not accepted at this till: ask the customer to pay another way")
-    return channel
+    return takers[channel]
 
 
 def mask(code: str) -> str:

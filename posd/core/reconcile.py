@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -194,10 +194,14 @@ def reconcile(
     label: str = "",
     hold_s: float = HOLD_S,
     no_bill: bool = False,
+    channels: Collection[str] | None = None,
 ) -> Reconciliation:
     """Judge ``bill``'s day. ``sales`` / ``refunds``: posd's records of this channel around
     the day (the shell passes the three days around it and every record a row names);
-    ``neighbours``: the bills of the day before and after, None where not in hand."""
+    ``neighbours``: the bills of the day before and after, None where not in hand;
+    ``channels``: whose records the bill covers (default: the bill's own channel; WeChat
+    Pay v3's bill covers v2's sales too: one merchant account, one bill)."""
+    members = frozenset(channels) if channels is not None else frozenset({bill.channel})
     label = label or bill.channel
     neighbours = dict(neighbours or {})
     day, (start, end) = bill.day, day_bounds(bill.day)
@@ -224,8 +228,8 @@ def reconcile(
             else:
                 trades[row.out_trade_no].rows.append((each.day, row))
 
-    sales_by_no = {s.out_trade_no: s for s in sales if s.channel == bill.channel}
-    refunds_by_no = {r.out_refund_no: r for r in refunds if r.channel == bill.channel}
+    sales_by_no = {s.out_trade_no: s for s in sales if s.channel in members}
+    refunds_by_no = {r.out_refund_no: r for r in refunds if r.channel in members}
 
     def in_day(at: float) -> bool:
         return start <= at < end

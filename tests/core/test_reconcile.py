@@ -84,6 +84,19 @@ def test_a_clean_day_matches_every_item() -> None:
     assert result.bill_fee == 6 * (1250 + 200 + 3000)
 
 
+def test_one_bill_covers_the_channels_of_one_merchant_account() -> None:
+    """WeChat Pay v3's bill is the merchant's one bill: the sales v2 made the same day (a
+    till switched over at noon) are matched in it, and other channels' records are not."""
+    v3_bill = bill(row(RowKind.PAYMENT, 1, channel="wechat_v3"),
+                   row(RowKind.PAYMENT, 2, 3000, channel="wechat_v3"), channel="wechat_v3")
+    sales = [sale(1, channel="wechat"), sale(2, amount=3000, channel="wechat_v3"),
+             sale(3, channel="alipay")]
+    covered = run(v3_bill, sales, channels={"wechat_v3", "wechat"})
+    assert covered.all_matched and covered.counts[Verdict.MATCHED] == 2
+    alone = run(v3_bill, sales)  # by default a bill covers its own channel only
+    assert not alone.all_matched and alone.counts[Verdict.CHANNEL_ONLY] == 1
+
+
 @pytest.mark.parametrize("rows", [
     # WeChat: the payment, reversed after it was taken, is one row with status REVOKED
     [row(RowKind.REVOKE, 1)],

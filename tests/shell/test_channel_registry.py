@@ -341,3 +341,21 @@ def test_an_unregistered_channel_is_an_unknown_key(tmp_path: Path, pki: TestPki)
     path.write_text(to_toml(_config(tmp_path, "https://127.0.0.1:9", pki)), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"channels\.testpay: unknown key"):
         load(path)
+
+
+def test_a_channel_that_replaces_another_takes_its_codes() -> None:
+    """WeChat Pay v3 ``replaces`` v2: WeChat codes go to v3 when it is enabled, whether or
+    not v2 still is; v2 alone keeps them; neither: refused with the app's name."""
+    from posd.core.codes import CodeError, route
+
+    wechat_code = "134567890123450000"
+    rules = registry.code_rules()
+    labels = registry.english_labels()
+    for enabled, wanted in ((("wechat",), "wechat"), (("wechat", "wechat_v3"), "wechat_v3"),
+                            (("wechat_v3",), "wechat_v3")):
+        assert route(wechat_code, registry.takers(enabled), rules, labels) == wanted, enabled
+    with pytest.raises(CodeError, match="WeChat Pay is not accepted"):
+        route(wechat_code, registry.takers(("alipay",)), rules, labels)
+    assert registry.bill_members("wechat_v3") == {"wechat_v3", "wechat"}
+    assert registry.bill_members("alipay") == {"alipay"}
+    assert registry.labels()["wechat_v3"] == registry.labels()["wechat"]  # one app to people

@@ -75,7 +75,8 @@ def run_shop(tmp_path: Path, sim: Simulator, data: dict[str, Any]) -> Iterator[S
     path.write_text(to_toml(data), encoding="utf-8")
     receipts = io.StringIO()
     daemon = Daemon.build(config(data), receipts_to=receipts,
-                          refund_policies={"wechat": FAST_REFUND, "alipay": FAST_REFUND})
+                          refund_policies={"wechat": FAST_REFUND, "alipay": FAST_REFUND,
+                                           "wechat_v3": FAST_REFUND})
     daemon.start()
     try:
         yield Shop(f"http://127.0.0.1:{daemon.api.port}", daemon, sim, receipts, path)

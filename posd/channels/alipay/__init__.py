@@ -20,6 +20,7 @@ from posd.channels.alipay import doctor
 from posd.channels.alipay.client import Alipay
 from posd.channels.alipay.config import AlipayConfig
 from posd.channels.spec import ChannelSpec, Till
+from posd.core import bills
 from posd.core.codes import ALIPAY_RULES, CHANNEL_NAMES
 from posd.core.refund import ALIPAY_REFUND_POLICY
 from posd.core.sale import ALIPAY_POLICY
@@ -41,5 +42,6 @@ def simulate(sandbox: Any, context: SimulatorContext) -> Gateway:
 SPEC = ChannelSpec(
     name="alipay", label=CHANNEL_NAMES["alipay"][0], label_zh=CHANNEL_NAMES["alipay"][1],
     code_rules=ALIPAY_RULES, config=AlipayConfig, policy=ALIPAY_POLICY, connect=connect,
-    doctor=doctor.checks, simulate=simulate, refund_policy=ALIPAY_REFUND_POLICY,
+    doctor=doctor.checks, simulate=simulate, bill=(bills.parse_alipay, "csv.zip"),
+    refund_policy=ALIPAY_REFUND_POLICY,
 )

@@ -10,8 +10,8 @@ gateway through :meth:`Gateway.tamper`, because only it knows how its answers ar
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ class Request:
     #: None over plain HTTP; over HTTPS whether the client presented a certificate that
     #: verified against the configured client CA.
     client_cert: bool | None = None
+    #: the request's headers, names in lower case (WeChat v3's Authorization)
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class Reply:
     #: the channel's scripted behaviour: deliver this answer only after hanging past the
     #: client's read timeout (sandbox code 0006).
     hang: bool = False
+    #: more headers (WeChat v3's Wechatpay-Signature and friends)
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class Gateway(Protocol):

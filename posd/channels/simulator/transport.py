@@ -194,7 +194,8 @@ def read_request(handler: Handler) -> Request | None:
     parts = urlsplit(handler.path)
     connection = handler.connection
     client_cert = bool(connection.getpeercert()) if isinstance(connection, ssl.SSLSocket) else None
-    return Request(handler.command, parts.path, parts.query, body, client_cert)
+    return Request(handler.command, parts.path, parts.query, body, client_cert,
+                   headers={k.lower(): v for k, v in handler.headers.items()})
 
 
 def send(handler: Handler, reply: Reply) -> None:
@@ -202,6 +203,8 @@ def send(handler: Handler, reply: Reply) -> None:
         handler.send_response(reply.status)
         handler.send_header("Content-Type", reply.content_type)
         handler.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(reply.body)
     except OSError:  # the client gave up (after a hang, typically): nothing to tell it

@@ -19,6 +19,7 @@ from posd.channels.spec import ChannelSpec, Till
 from posd.channels.wechat import doctor
 from posd.channels.wechat.client import WechatPay
 from posd.channels.wechat.config import WechatConfig
+from posd.core import bills
 from posd.core.codes import CHANNEL_NAMES, WECHAT_RULES
 from posd.core.refund import WECHAT_REFUND_POLICY
 from posd.core.sale import WECHAT_POLICY
@@ -42,5 +43,6 @@ def simulate(sandbox: Any, context: SimulatorContext) -> Gateway:
 SPEC = ChannelSpec(
     name="wechat", label=CHANNEL_NAMES["wechat"][0], label_zh=CHANNEL_NAMES["wechat"][1],
     code_rules=WECHAT_RULES, config=WechatConfig, policy=WECHAT_POLICY, connect=connect,
-    doctor=doctor.checks, simulate=simulate, refund_policy=WECHAT_REFUND_POLICY,
+    doctor=doctor.checks, simulate=simulate, bill=(bills.parse_wechat, "csv.gz"),
+    refund_policy=WECHAT_REFUND_POLICY,
 )
