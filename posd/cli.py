@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = add("demo", "Run posd with the channel simulator on a generated sandbox config.")
     demo.add_argument("--data", default="posd-demo", help="data directory (default ./posd-demo)")
     demo.add_argument("--port", type=int, help="API port (default 8637)")
+    demo.add_argument("--wechat-v3", action="store_true",
+                      help="take WeChat codes over WeChat Pay API v3 (codepay) instead of v2")
     charge = with_config(add("charge", "Take a payment through the running daemon; "
                              "exits 0 only if paid."))
     charge.add_argument("amount", help="amount in yuan, e.g. 12.50")
@@ -249,7 +251,7 @@ def _log_as_configured(config: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from posd.demo import run_demo
 
-    return run_demo(Path(args.data), api_port=args.port)
+    return run_demo(Path(args.data), api_port=args.port, wechat_v3=args.wechat_v3)
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import select
+import json
 import signal
 import socket
 import subprocess
@@ -141,6 +142,18 @@ def test_a_register_charges_through_the_demo_and_the_history_stays(
     assert relisted.stdout == listed.stdout
     assert (data / "api-token").read_text() == token
     assert again.terminate() == 0
+
+    # With --wechat-v3 the same shop takes WeChat codes over WeChat Pay v3 (v2 stays enabled
+    # for its own sales); the simulator served v3 all along, with the keys kept in DIR.
+    v3 = Demo(data, tmp_path / "third.out", children)
+    v3.start("--wechat-v3")
+    assert v3.wait_ready(port)["channels"] == ["wechat", "alipay", "wechat_v3"]
+    assert "WeChat codes go to v3" in v3.output()
+    over_v3 = posd("charge", "3.00", "--code", "134567890123451000", "--json", data=data)
+    assert over_v3.returncode == 0, over_v3.stdout + over_v3.stderr
+    sale = json.loads(over_v3.stdout[over_v3.stdout.index("{"):])
+    assert (sale["channel"], sale["state"]) == ("wechat_v3", "paid"), sale
+    assert v3.terminate() == 0
 
 
 def test_posd_simulator_alone_serves_its_control_endpoint(

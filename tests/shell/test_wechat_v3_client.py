@@ -20,7 +20,7 @@ from posd.core import bills
 from posd.core.bills import BillFailed, NoBill
 from posd.core.errors import ConfigError
 from posd.core.money import Fen
-from posd.core.refund import Accepted, NoRefund, Processing, Refunded, RefundRefused
+from posd.core.refund import Abnormal, Accepted, NoRefund, Processing, Refunded, RefundRefused
 from posd.core.sale import Closed, Declined, NotFound, Paid, Pending, Unknown
 from posd.core.zones import BEIJING
 from tests.sandbox import (
@@ -331,3 +331,37 @@ def test_unusable_key_files_are_config_errors(wechat_v3_keys: WechatV3Keys,
     loose.chmod(0o600)
     with pytest.raises(ConfigError, match=r"platform_cert_files\[0\]: not a PEM certificate"):
         WechatPayV3.from_config(base)
+
+
+def test_a_refund_the_bank_refuses_is_abnormal(v3: V3) -> None:
+    number = v3.number()
+    v3.client.pay(number, Fen(1000), code("0000"), "tea")
+    first = v3.client.refund(number, "S001T01R0000000030", Fen(1000), Fen(302), "x")  # 02
+    assert isinstance(first, Accepted)
+    v3.clock.now += 6
+    after = v3.client.refund_query(number, "S001T01R0000000030")
+    assert isinstance(after, Abnormal) and after.code == "ABNORMAL", after
+
+
+def test_doctor_rows_for_platform_certificates(wechat_v3_keys: WechatV3Keys,
+                                               tmp_path: Path) -> None:
+    from posd.channels.wechat_v3 import doctor
+    from posd.channels.wechat_v3.sandbox_keys import write_platform_certificate
+    from posd.core import wechat_v3_wire as wire
+
+    key = wire.load_private_key(wechat_v3_keys.platform_private_key_file.read_bytes())
+    now = datetime.now(BEIJING)
+    soon = tmp_path / "soon.pem"
+    write_platform_certificate(soon, key, days=40, start=now - timedelta(days=30))
+    gone = tmp_path / "gone.pem"
+    write_platform_certificate(gone, key, days=10, start=now - timedelta(days=30))
+    section = WechatV3Config.model_validate({
+        "enabled": True, "appid": "wx1", "mchid": "1900000001",
+        "merchant_serial_no": wechat_v3_keys.merchant_serial_no,
+        "private_key_file": str(wechat_v3_keys.merchant_key_file),
+        "platform_cert_files": [str(wechat_v3_keys.platform_cert_file), str(soon), str(gone)]})
+    rows = [doctor.platform_certificate(section, n) for n in range(3)]
+    assert [r.result.value for r in rows] == ["ok", "warn", "fail"], rows
+    assert "expires in" in rows[1].detail and "expired" in rows[2].detail
+    setup = doctor.setup(section)
+    assert "direct merchant 1900000001" in setup.detail and "3 platform certificate" in setup.detail

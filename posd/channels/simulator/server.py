@@ -141,6 +141,7 @@ class Simulator:
             if sandbox is not None)
         self.wechat = wechat
         self.alipay = alipay
+        self._more = dict(sandboxes or {})
         self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -354,6 +355,10 @@ class Simulator:
         }
         if self.alipay is not None:
             channels["alipay"] = {"app_id": self.alipay.app_id, "gateway": "/gateway.do"}
+        v3 = self._more.get("wechat_v3")
+        if v3 is not None:
+            channels["wechat_v3"] = {"appid": v3.appid, "mchid": v3.mchid, "paths": "/v3/",
+                                     "keys": sorted(v3.signers), "ledger": "wechat"}
         alipay = {} if self.alipay is None else {"alipay": "28123456789012"}
         return {
             "url": self.url if self._server is not None else None,

@@ -86,22 +86,39 @@ def write_platform_certificate(path: Path, key: rsa.RSAPrivateKey, *, days: int 
     return wire.serial_hex(cert)
 
 
-def make_wechat_v3_keys(directory: Path) -> WechatV3Keys:
-    """Write every key and certificate of a v3 sandbox into ``directory``."""
+def _files(directory: Path) -> dict[str, Path]:
+    return {"merchant_key": directory / "apiclient_key.pem",
+            "merchant_cert": directory / "apiclient_cert.pem",
+            "public_key": directory / "pub_key.pem",
+            "public_private": directory / "wechatpay-sim-public-private.pem",
+            "platform_cert": directory / "wechatpay_platform.pem",
+            "platform_private": directory / "wechatpay-sim-platform-private.pem"}
+
+
+def keys_in(directory: Path) -> WechatV3Keys:
+    """The sandbox written in ``directory`` before (its serials read off its certificates)."""
+    f = _files(directory)
+    merchant = wire.load_certificate(f["merchant_cert"].read_bytes())
+    platform = wire.load_certificate(f["platform_cert"].read_bytes())
+    return WechatV3Keys(directory, f["merchant_key"], f["merchant_cert"], wire.serial_hex(merchant),
+                        f["public_key"], PUBLIC_KEY_ID, f["public_private"], f["platform_cert"],
+                        f["platform_private"], wire.serial_hex(platform))
+
+
+def make_wechat_v3_keys(directory: Path, *, reuse: bool = False) -> WechatV3Keys:
+    """Write every key and certificate of a v3 sandbox into ``directory`` (kept as they
+    are with ``reuse``: ``posd demo``)."""
+    f = _files(directory)
+    if reuse and all(p.exists() for p in f.values()):
+        return keys_in(directory)
     directory.mkdir(parents=True, exist_ok=True)
     merchant, public, platform = new_key(), new_key(), new_key()
-    merchant_key = directory / "apiclient_key.pem"
-    write_private(merchant_key, private_pem(merchant))
+    write_private(f["merchant_key"], private_pem(merchant))
     merchant_cert = _certificate(merchant, f"posd sandbox merchant {secrets.token_hex(4)}")
-    (directory / "apiclient_cert.pem").write_bytes(
-        merchant_cert.public_bytes(serialization.Encoding.PEM))
-    write_private(directory / "wechatpay-sim-public-private.pem", private_pem(public))
-    (directory / "pub_key.pem").write_bytes(public.public_key().public_bytes(
+    f["merchant_cert"].write_bytes(merchant_cert.public_bytes(serialization.Encoding.PEM))
+    write_private(f["public_private"], private_pem(public))
+    f["public_key"].write_bytes(public.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    write_private(directory / "wechatpay-sim-platform-private.pem", private_pem(platform))
-    platform_serial = write_platform_certificate(directory / "wechatpay_platform.pem", platform)
-    return WechatV3Keys(
-        directory, merchant_key, directory / "apiclient_cert.pem", wire.serial_hex(merchant_cert),
-        directory / "pub_key.pem", PUBLIC_KEY_ID, directory / "wechatpay-sim-public-private.pem",
-        directory / "wechatpay_platform.pem", directory / "wechatpay-sim-platform-private.pem",
-        platform_serial)
+    write_private(f["platform_private"], private_pem(platform))
+    write_platform_certificate(f["platform_cert"], platform)
+    return keys_in(directory)
