@@ -3,7 +3,21 @@
 
 Every receiver process is stateless. A batch is one transaction: COPY into a per-connection
 temporary table, then ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` into ``records``
-(which says which records were new) and an upsert into ``sales``. Two processes given the
+(which says which records were new) and an upsert into ``sales``.
+
+Both tables are partitioned by business month (``PARTITION BY RANGE (day)``, one partition
+``records_YYYY_MM`` / ``sales_YYYY_MM`` a month), so that a chain's years of records stay
+cheap to query, vacuum and archive (a month is dropped or detached whole). A unique key on a
+partitioned table must include the partition column, so the keys are (store_id,
+terminal_id, record_id, day) and (store_id, terminal_id, out_trade_no, day): a record's day
+comes from its own content (a sale's business day of ``created_at``; a refund's of
+``refunded_at``), so the same record sent again has the same day and is stored once. A
+month's partitions are made before the first batch that needs them, under the schema lock,
+and remembered by the process. A database made before partitioning (ordinary tables) is
+used as it is, with its old keys; docs/hq-sync.md says how to move it.
+
+The day totals (``day``) read one partition through its ``(store_id, day)`` index: never a
+scan of all records. Two processes given the
 same batch at the same moment store it once and both answer correctly (the second waits on
 the first's row locks, then finds the rows there). Rows are written in key order, so
 overlapping batches cannot deadlock; if PostgreSQL reports one anyway, the batch is
@@ -12,7 +26,9 @@ answered 503 and the terminal sends it again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import Any
 
 import psycopg
@@ -20,6 +36,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from posd.core.hq_protocol import Record
 from posd.hq.storage import RecordRefused, StateRow, StorageUnavailable, body, unique_records
+
+log = logging.getLogger(__name__)
 
 #: any fixed number: serialises schema creation between receivers starting together.
 _SCHEMA_LOCK = 0x706F7364
@@ -29,16 +47,22 @@ create table if not exists records (
     store_id text not null, terminal_id text not null, record_id text not null,
     seq bigint not null, type text not null, day date not null, body jsonb not null,
     received_at timestamptz not null default now(),
-    primary key (store_id, terminal_id, record_id)
-);
+    primary key (store_id, terminal_id, record_id, day)
+) partition by range (day);
 create index if not exists records_day on records (store_id, day, type);
 create table if not exists sales (
     store_id text not null, terminal_id text not null, out_trade_no text not null,
     day date not null, state text not null, amount_fen bigint not null, channel text,
     seq bigint not null, record_id text not null,
-    primary key (store_id, terminal_id, out_trade_no)
-);
+    primary key (store_id, terminal_id, out_trade_no, day)
+) partition by range (day);
 create index if not exists sales_day on sales (store_id, day);
+"""
+
+#: the two tables' kinds in pg_class: 'p' partitioned (this layout), 'r' ordinary (before)
+_LAYOUT = """
+select c.relname, c.relkind from pg_class c
+where c.relname in ('records', 'sales') and c.relnamespace = current_schema()::regnamespace
 """
 
 #: each connection's staging table: a batch is COPYed in (a 500-record batch as text[]
@@ -71,13 +95,29 @@ select distinct on (out_trade_no) %s, %s, out_trade_no, day, state, amount_fen, 
     record_id
 from incoming where out_trade_no is not null
 order by out_trade_no, seq desc
-on conflict (store_id, terminal_id, out_trade_no) do update set
+on conflict ({key}) do update set
     day = excluded.day, state = excluded.state, amount_fen = excluded.amount_fen,
     channel = excluded.channel, seq = excluded.seq, record_id = excluded.record_id
 where excluded.seq > sales.seq
 """
 
 _Unavailable = (psycopg.OperationalError, PoolTimeout)
+
+
+def month_of(day: str) -> date:
+    """The first day of ``day``'s month (``day`` is checked YYYY-MM-DD by the protocol; a
+    day that does not exist, 2024-02-30, still has a month, and PostgreSQL refuses it)."""
+    return date(int(day[:4]), int(day[5:7]), 1)
+
+
+def partition_ddl(table: str, month: date) -> str:
+    """``CREATE TABLE IF NOT EXISTS table_YYYY_MM PARTITION OF table`` for one month. Only
+    dates go into the text (and the two table names), so nothing from a request does."""
+    if table not in ("records", "sales"):
+        raise ValueError(f"no partitioned table {table!r}")
+    end = (month + timedelta(days=32)).replace(day=1)
+    return (f"create table if not exists {table}_{month:%Y_%m} partition of {table} "
+            f"for values from ('{month.isoformat()}') to ('{end.isoformat()}')")
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -96,12 +136,48 @@ class PostgresStorage:
             self._pool.open(wait=True, timeout=timeout)
             with self._pool.connection() as conn:
                 conn.execute("select pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
-                conn.execute(_SCHEMA)
+                kinds = dict(conn.execute(_LAYOUT).fetchall())
+                if not kinds:
+                    conn.execute(_SCHEMA)
+                    kinds = dict(conn.execute(_LAYOUT).fetchall())
         except (*_Unavailable, psycopg.Error) as err:
             self._pool.close()
             raise StorageUnavailable(f"cannot use PostgreSQL: {err}") from err
+        #: whether the tables are partitioned by month (else: a database from before)
+        self.partitioned = kinds.get("records") == "p" and kinds.get("sales") == "p"
+        if not self.partitioned:
+            log.warning("HQ database: records/sales are not partitioned by month (made "
+                        "before partitioning): used as they are; see docs/hq-sync.md")
+        key = "store_id, terminal_id, out_trade_no" + (", day" if self.partitioned else "")
+        self._upsert_sales = _UPSERT_SALES.format(key=key)
+        self._months: set[date] = set()
+        if self.partitioned:
+            today = date.today()
+            self._ensure_months({month_of(today.isoformat()),
+                                 month_of((today + timedelta(days=31)).isoformat())})
+
+    def _ensure_months(self, months: set[date]) -> None:
+        """Make the partitions of ``months`` that this process has not seen made, in a
+        transaction of their own under the schema lock (receivers starting together)."""
+        missing = months - self._months
+        if not missing:
+            return
+        try:
+            with self._pool.connection() as conn:
+                conn.execute("select pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
+                for month in sorted(missing):
+                    for table in ("records", "sales"):
+                        conn.execute(partition_ddl(table, month))
+        except _Unavailable as err:
+            raise StorageUnavailable(f"PostgreSQL: {err}") from err
+        except psycopg.Error as err:
+            raise StorageUnavailable(f"PostgreSQL: cannot make a month's partition: {err}") \
+                from err
+        self._months |= missing
 
     def store(self, store_id: str, terminal_id: str, records: Sequence[Record]) -> set[str]:
+        if self.partitioned:
+            self._ensure_months({month_of(r.day) for r in records})
         try:
             with self._pool.connection() as conn:
                 with conn.cursor().copy(_COPY) as copy:
@@ -110,7 +186,7 @@ class PostgresStorage:
                                         r.out_trade_no, r.state, r.amount, r.channel))
                 new = {row[0] for row in conn.execute(
                     _INSERT_RECORDS, [store_id, terminal_id]).fetchall()}
-                conn.execute(_UPSERT_SALES, [store_id, terminal_id])
+                conn.execute(self._upsert_sales, [store_id, terminal_id])
         except _Unavailable as err:
             raise StorageUnavailable(f"PostgreSQL: {err}") from err
         except (psycopg.DataError, psycopg.IntegrityError) as err:

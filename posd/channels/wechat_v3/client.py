@@ -42,7 +42,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from posd.channels import transport
 from posd.channels.answers import text, with_text
-from posd.channels.wechat.client import route_address
+# v3's query names its trade states as v2's orderquery does (SUCCESS apart: it carries data)
+from posd.channels.wechat.client import TRADE_STATES, route_address
 from posd.channels.wechat_v3.config import WechatV3Config
 from posd.config_base import read_secret
 from posd.core import wechat_v3_wire as wire
@@ -54,7 +55,7 @@ from posd.core.refund import (
     Abnormal, Accepted, NoRefund, Processing, RefundAnswer, Refunded, RefundRefused,
 )
 from posd.core.sale import (
-    ChannelResult, Closed, Declined, Failed, NotFound, Paid, Pending, Refused, Unknown,
+    ChannelResult, Closed, Declined, NotFound, Paid, Pending, Refused, Unknown,
 )
 
 log = logging.getLogger(__name__)
@@ -111,17 +112,6 @@ PAY_ERRORS: Final[Mapping[str, ChannelResult]] = {
     **{code: Declined(code, "WeChat has closed this payment: start a new sale.")
        for code in ("ORDER_CLOSED", "ORDER_REVERSED")},
     **{code: Declined(code, _MISCONFIGURED) for code in CONFIG_ERRORS},
-}
-
-#: query ``trade_state`` -> result; SUCCESS carries data and is handled apart.
-TRADE_STATES: Final[Mapping[str, ChannelResult]] = {
-    "USERPAYING": Pending("USERPAYING"),
-    "NOTPAY": Pending("NOTPAY"),
-    "CLOSED": Closed("CLOSED"),
-    "REVOKED": Closed("REVOKED"),
-    "PAYERROR": Failed(
-        "PAYERROR", "The payment failed at WeChat: it is being reversed; ask for another payment."
-    ),
 }
 
 _REVERSE_REFUSED: Final = "WeChat refused to reverse this payment"
