@@ -26,9 +26,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/idle.py
 
-# The long runs: a year-old till (730,000 sales) besides everything `make bench` runs.
+# The long runs: a year-old till (730,000 sales) and a chain's 20 terminals pushing to HQ on
+# PostgreSQL with fsync on, besides everything `make bench` runs.
 bench-full: bench
 	$(BIN)/python bench/year_till.py
+	$(BIN)/python bench/hq_chain.py
 
 clean:
 	rm -rf $(VENV) posd-demo .pytest_cache

@@ -50,6 +50,9 @@ class Cluster:
     root: Path
     port: int
     run_as: list[str]
+    #: fsync, synchronous_commit and full_page_writes on, as a production server runs
+    #: (bench/hq_chain.py); off for tests, whose cluster is thrown away
+    durable: bool = False
 
     @property
     def url(self) -> str:
@@ -68,8 +71,10 @@ class Cluster:
         if not data.exists():
             self._run(str(self.bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER,
                       "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+        options += ("-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+                    if self.durable else
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(data), "-l",
                   str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start")
 
@@ -87,8 +92,9 @@ class Cluster:
         return self.url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def start_cluster() -> Cluster | None:
-    """Start a throw-away cluster, or None when PostgreSQL is not installed."""
+def start_cluster(*, durable: bool = False) -> Cluster | None:
+    """Start a throw-away cluster, or None when PostgreSQL is not installed (``durable``:
+    fsync on, as in production)."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         return None
@@ -98,7 +104,7 @@ def start_cluster() -> Cluster | None:
         user = pwd.getpwnam("postgres")  # the Debian package creates it
         os.chown(root, user.pw_uid, user.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
-    cluster = Cluster(bin_dir, root, _free_port(), run_as)
+    cluster = Cluster(bin_dir, root, _free_port(), run_as, durable)
     cluster.start()
     return cluster
 

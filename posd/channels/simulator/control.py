@@ -43,6 +43,10 @@ class Controlled(Protocol):
     def script_refund(self, out_trade_no: str, outcome: RefundOutcome | str, *,
                       channel: str = "wechat") -> None: ...
     def set_round_trip(self, seconds: float) -> None: ...
+    def set_chaos(self, rate: float, *, kinds: tuple[FaultKind | str, ...] | None = None,
+                  seed: int | None = None) -> None: ...
+    @property
+    def chaos(self) -> dict[str, object]: ...
     @property
     def round_trip_s(self) -> float: ...
     def edit_bill(self, channel: str, kind: str, *, out_trade_no: str = "",
@@ -76,6 +80,10 @@ def handle_control(sim: Controlled, method: str, path: str, body: bytes) -> Answ
                 return 200, {"round_trip_ms": round(sim.round_trip_s * 1000, 3)}
             case ("POST", "/_sim/latency"):
                 return 200, _latency(sim, _json_object(body))
+            case ("GET", "/_sim/chaos"):
+                return 200, sim.chaos
+            case ("POST", "/_sim/chaos"):
+                return 200, _chaos(sim, _json_object(body))
             case ("POST", "/_sim/bill"):
                 return 200, {"ok": True, "edit": _edit_bill(sim, _json_object(body))}
             case ("POST", "/_sim/reset"):
@@ -153,6 +161,24 @@ def _latency(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object
         raise ValueError(f"round_trip_ms must be a number of milliseconds, got {ms!r}")
     sim.set_round_trip(float(ms) / 1000)
     return {"ok": True, "round_trip_ms": float(ms)}
+
+
+def _chaos(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object]:
+    """``{"rate": 0.3, "kinds"?: [...], "seed"?: 1}``: random faults on that share of requests."""
+    unknown = set(payload) - {"rate", "kinds", "seed"}
+    if unknown:
+        raise ValueError(f"unknown chaos field(s): {', '.join(sorted(unknown))}")
+    rate, kinds, seed = payload.get("rate"), payload.get("kinds"), payload.get("seed")
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise ValueError(f"rate must be a number within 0..1, got {rate!r}")
+    if kinds is not None and (not isinstance(kinds, list) or not all(
+            k in set(FaultKind) for k in kinds)):
+        raise ValueError(f"kinds must be a list of {', '.join(FaultKind)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    sim.set_chaos(float(rate), kinds=None if kinds is None else tuple(str(k) for k in kinds),
+                  seed=seed)
+    return {"ok": True, **sim.chaos}
 
 
 def _edit_bill(sim: Controlled, payload: Mapping[str, object]) -> dict[str, object]:

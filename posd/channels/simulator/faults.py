@@ -10,6 +10,7 @@ moved, the client saw nothing), so it is the default.
 from __future__ import annotations
 
 import enum
+import random
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -120,12 +121,42 @@ class _Queued:
     left: int
 
 
+#: what a random fault may be (``FaultQueue.set_chaos``): each transport failure a client
+#: must survive, before and after the ledger saw the request; a hang lasts ``hang_s``.
+CHAOS_KINDS: tuple[FaultKind, ...] = (
+    FaultKind.DROP, FaultKind.HANG, FaultKind.HTTP500, FaultKind.HTTP502, FaultKind.HTTP503,
+    FaultKind.GARBAGE, FaultKind.BADSIGN, FaultKind.WRONG_TRADE,
+)
+
+
 class FaultQueue:
-    """Faults waiting for requests, first added first used; one fault per request."""
+    """Faults waiting for requests, first added first used; one fault per request. Besides
+    the queue, a chaos rate gives each request without a queued fault a random one."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: list[_Queued] = []
+        self._chaos_rate = 0.0
+        self._chaos_kinds: tuple[FaultKind, ...] = CHAOS_KINDS
+        self._random = random.Random()
+
+    def set_chaos(self, rate: float, *, kinds: tuple[FaultKind, ...] = CHAOS_KINDS,
+                  seed: int | None = None) -> None:
+        """From now on each request gets a random fault of ``kinds`` with probability
+        ``rate`` (0 stops it); half of them after the ledger has seen the request."""
+        if not 0 <= rate <= 1:
+            raise ValueError(f"rate must be within 0..1, got {rate}")
+        if not kinds:
+            raise ValueError("kinds must name at least one fault kind")
+        with self._lock:
+            self._chaos_rate, self._chaos_kinds = rate, tuple(kinds)
+            if seed is not None:
+                self._random.seed(seed)
+
+    @property
+    def chaos(self) -> dict[str, object]:
+        with self._lock:
+            return {"rate": self._chaos_rate, "kinds": [k.value for k in self._chaos_kinds]}
 
     def add(self, fault: Fault, count: int = 1) -> None:
         if count < 1:
@@ -142,6 +173,9 @@ class FaultQueue:
                     if queued.left == 0:
                         self._queue.remove(queued)
                     return queued.fault
+            if self._chaos_rate and self._random.random() < self._chaos_rate:
+                kind = self._random.choice(self._chaos_kinds)
+                return Fault(kind, "*", None, process=self._random.random() < 0.5)
         return None
 
     def pending(self) -> list[dict[str, object]]:

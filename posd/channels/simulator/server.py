@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Self, assert_never
 
 from posd.channels.simulator.control import handle_control, trade_json, violation_json
 from posd.channels.simulator.faults import (
+    CHAOS_KINDS,
     GARBAGE_BODY,
     HTTP_STATUS,
     NEEDS_ANSWER,
@@ -290,11 +291,23 @@ class Simulator:
         with self._lock:
             self._ledger.script_refund(channel, out_trade_no, RefundOutcome(outcome))
 
+    def set_chaos(self, rate: float, *, kinds: tuple[FaultKind | str, ...] | None = None,
+                  seed: int | None = None) -> None:
+        """Give each gateway request a random transport fault with probability ``rate``
+        (``/_sim/chaos``; 0 stops it). ``kinds``: faults.CHAOS_KINDS by default."""
+        chosen = CHAOS_KINDS if kinds is None else tuple(FaultKind(k) for k in kinds)
+        self._faults.set_chaos(rate, kinds=chosen, seed=seed)
+
     def set_round_trip(self, seconds: float) -> None:
         """Every gateway request from now on takes ``seconds`` more (half each way)."""
         if not 0 <= seconds <= 10:
             raise ValueError(f"round trip must be 0 to 10 s, got {seconds}")
         self._round_trip_s = seconds
+
+    @property
+    def chaos(self) -> dict[str, object]:
+        """The random-fault rate and kinds (``GET /_sim/chaos``)."""
+        return self._faults.chaos
 
     @property
     def round_trip_s(self) -> float:
