@@ -24,7 +24,7 @@ from posd.core.refund import Abnormal, Accepted, NoRefund, Processing, Refunded,
 from posd.core.sale import Closed, Declined, NotFound, Paid, Pending, Unknown
 from posd.core.zones import BEIJING
 from tests.sandbox import (
-    SUB_MCHID, WECHAT, WECHAT_V3_APPID, Clock, wechat_v3_sandbox, wechat_v3_section,
+    SUB_MCHID, WECHAT, Clock, wechat_v3_sandbox, wechat_v3_section,
 )
 
 def code(ending: str) -> str:
