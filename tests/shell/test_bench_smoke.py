@@ -33,6 +33,8 @@ ROOT = Path(__file__).parents[2]
          ["scan -> pay request, 20,000-sale store", "empty store (baseline)",
           "GET /v1/health, 20,000-sale store", "GET of a 404 (the HTTP stack)",
           "target health p99 <= 5 ms"]),
+        (["rss_sales.py", "--quick"],
+         ["after 100 sales (baseline", "after 300 sales", "(no verdict on 300)"]),
         (["hq_chain.py", "--quick"],
          ["terminals at once -> 1 receiver", "baseline: 1 terminal", "(no verdict"]),
         (["reconcile.py", "--quick"],

@@ -14,7 +14,7 @@ settles, and three records of the same money are compared:
   every refunded refund once;
 - nothing left non-final, no protocol violation, the outbox empty.
 
-Bounded in `make test` (24 sales, refunds of Alipay ones, about two minutes); ``POSD_CHAOS_SALES=N`` runs longer
+Bounded in `make test` (16 sales, refunds of Alipay ones, about two minutes); ``POSD_CHAOS_SALES=N`` runs longer
 (docs/testing.md records a long run), ``POSD_CHAOS_SEED`` picks the randomness.
 """
 
@@ -102,7 +102,7 @@ def test_chaos_sales_refunds_kills_and_faults_lose_nothing(
         tmp_path: Path, pki: TestPki, alipay_keys: AlipayKeys) -> None:
     seed = int(os.environ.get("POSD_CHAOS_SEED", "20261202"))
     long_run = "POSD_CHAOS_SALES" in os.environ
-    sales_wanted = int(os.environ.get("POSD_CHAOS_SALES", "24"))
+    sales_wanted = int(os.environ.get("POSD_CHAOS_SALES", "16"))
     rng = random.Random(seed)
     sim = start_simulator(pki, alipay=alipay_keys, min_reverse_delay_s=15.0,
                           confirm_delay_s=2.0, hang_s=2.0, refund_delay_s=1.0)

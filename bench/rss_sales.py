@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The daemon's memory after many sales: RSS after 100,000 sales. Target (DESIGN §7): <= 80 MB.
+
+The real daemon, ``posd run`` in a process of its own (store on a real SQLite file, engine,
+API on loopback, the print queue to a ``file`` printer, HQ sync towards a closed port so the
+outbox grows as at a till whose HQ is down), its WeChat channel this script's loopback
+micropay server (bench/scan_latency.py's ``WireClock``: pays at once). A register in this
+process sells ``--sales`` sales one after the other through the API (``POST /v1/sales`` with
+a payment code, then the long-poll until paid, on one kept-alive connection) and reads the
+daemon's VmRSS from /proc at checkpoints, asking ``/v1/health`` once at each.
+
+Baseline, in the same run: the daemon's RSS after its first 100 sales (started, warmed up),
+so the table shows what the sales cost.
+
+Run from the repository root: ``.venv/bin/python bench/rss_sales.py`` (``make bench-full``;
+``--quick`` sells 300).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import figures
+
+sys.path.insert(0, str(figures.ROOT))
+
+from scan_latency import WireClock  # noqa: E402 - the same loopback micropay server
+
+from posd.channels.simulator import make_test_pki  # noqa: E402
+from tests.sandbox import make_config, secret, to_toml  # noqa: E402
+from tests.waiting import TOKEN, wait_until_up  # noqa: E402
+
+TARGET_MB = 80.0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Register:
+    """The register's side of the API on one kept-alive connection (reopened if closed)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call(self, method: str, path: str, body: dict[str, object] | None = None) -> dict:  # type: ignore[type-arg]
+        for _ in range(2):
+            try:
+                self.conn.request(method, path, body=None if body is None else json.dumps(body),
+                                  headers={"Authorization": f"Bearer {TOKEN}",
+                                           "Content-Type": "application/json"})
+                answer = self.conn.getresponse()
+                data = json.loads(answer.read() or b"{}")
+                if answer.status >= 400:
+                    raise SystemExit(f"rss_sales: {method} {path}: {answer.status} {data}")
+                return data  # type: ignore[no-any-return]
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        raise SystemExit(f"rss_sales: {method} {path}: the connection keeps closing")
+
+
+def sell(register: Register, i: int) -> None:
+    sale = register.call("POST", "/v1/sales", {"amount": 1 + i % 5000,
+                                               "auth_code": f"13{i:012d}7777"})
+    while not sale["final"]:
+        sale = register.call("GET", f"/v1/sales/{sale['id']}?wait=10")
+    if sale["state"] != "paid":
+        raise SystemExit(f"rss_sales: sale {sale['id']} ended {sale['state']}")
+
+
+def figures_free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sales", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="300 sales (no verdict)")
+    args = parser.parse_args()
+    if args.quick:
+        args.sales = 300
+    with tempfile.TemporaryDirectory(prefix="posd-bench-rss-") as tmp:
+        work = Path(tmp)
+        pki = make_test_pki(work / "pki")
+        server = WireClock(pki.server_tls().context())
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        hq_token = secret(work / "hq-token", "hq-token-0123456789abcdef")
+        port = figures_free_port()
+        data = make_config(work, server.url, pki, api_port=port,
+                           hq={"url": "http://127.0.0.1:9", "token_file": str(hq_token),
+                               "interval_s": 30.0, "connect_timeout_s": 1.0},
+                           printer={"kind": "file", "device": str(work / "printer.bin"),
+                                    "status_query": False})
+        (work / "config.toml").write_text(to_toml(data), encoding="utf-8")
+        with open(work / "posd.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "posd", "run", "-c",
+                                     str(work / "config.toml")], stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log)
+        points = []
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}", proc, timeout=30)
+            register = Register(port)
+            checkpoints = sorted({100, *(n for n in (1_000, 10_000, 25_000, 50_000, 75_000)
+                                         if n < args.sales), args.sales})
+            started = time.monotonic()
+            for i in range(1, args.sales + 1):
+                sell(register, i)
+                while not server.arrivals.empty():  # only the count matters here
+                    server.arrivals.get_nowait()
+                if i in checkpoints:
+                    register.call("GET", "/v1/health")
+                    points.append({"sales": i, "rss_mb": rss_mb(proc.pid),
+                                   "seconds": time.monotonic() - started})
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            server.shutdown()
+        fs = figures.filesystem(work)
+    base = points[0]["rss_mb"]
+    rows = [[f"after {p['sales']:,} sales" + (" (baseline: started, warmed up)"
+                                                if p is points[0] else ""),
+             f"{p['rss_mb']:.1f}", f"{p['rss_mb'] - base:+.1f}", f"{p['seconds']:.0f}"]
+            for p in points]
+    last = points[-1]
+    print("rss_sales: the daemon's RSS as sales accumulate (paid, printed, in the outbox; "
+          "HQ down)")
+    print(f"  {figures.machine()} · database on {fs}")
+    print()
+    print(figures.table(["", "RSS MB", "vs baseline", "s"], rows))
+    print()
+    if last["sales"] < 100_000:
+        print(f"  target: RSS <= {TARGET_MB:.0f} MB after 100,000 sales (no verdict on "
+              f"{last['sales']:,})")
+    else:
+        verdict = "met" if last["rss_mb"] <= TARGET_MB else "MISSED"
+        print(f"  target: RSS <= {TARGET_MB:.0f} MB after 100,000 sales: {verdict} "
+              f"({last['rss_mb']:.1f} MB)")
+    print(f"  command: {figures.command_line()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
