@@ -41,7 +41,8 @@ ROOT = Path(__file__).parents[2]
          ["posd reconcile, whole run", "parse + match (core)",
           "baseline: csv.DictReader + dict join", "(no verdict on a quick run)"]),
     ],
-    ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle", "year_till",
+    ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle", "year_till", "rss_sales",
+         "hq_chain",
          "reconcile"],
 )
 def test_bench_script_runs_and_prints_its_table(command: list[str], expected: list[str]) -> None:
