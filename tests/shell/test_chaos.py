@@ -179,6 +179,7 @@ def test_chaos_sales_refunds_kills_and_faults_lose_nothing(
         # The faults stop; every sale, refund and HQ record settles (with a restart or two).
         sim.set_chaos(0.0)
         deadline = time.monotonic() + 240
+        settled = threading.Event()  # never set: the pause between polls below
         while time.monotonic() < deadline:
             sales = _get(f"{daemon.url}/v1/sales")["sales"]
             refunds = _get(f"{daemon.url}/v1/refunds", MANAGER)["refunds"]
@@ -186,7 +187,7 @@ def test_chaos_sales_refunds_kills_and_faults_lose_nothing(
             if all(s["state"] in SALE_FINAL for s in sales) and all(
                     r["final"] for r in refunds) and backlog == 0:
                 break
-            time.sleep(0.5)
+            settled.wait(0.5)  # a pause between polls of posd's own state
         assert daemon.terminate() == 0
     finally:
         stop.set()

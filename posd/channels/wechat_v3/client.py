@@ -510,8 +510,8 @@ def _pay_result(answer: _Answer, path: str) -> ChannelResult:
         if answer.signed:
             return _by_code(PAY_ERRORS, answer, path)
         if answer.status == 401:  # not authenticated: WeChat did nothing with the request
-            return Declined(answer.code or "HTTP_401", f"{_MISCONFIGURED} (WeChat: HTTP 401 "
-                            f"{answer.code}: {answer.message})".replace(":  ", ": "))
+            said = " ".join(p for p in ("HTTP 401", answer.code, answer.message) if p)
+            return Declined(answer.code or "HTTP_401", f"{_MISCONFIGURED} (WeChat: {said})")
         return Unknown(f"{path}: HTTP {answer.status} {answer.code!r} not trusted "
                        f"({answer.untrusted}): query")
     state = str(answer.data.get("trade_state", ""))
