@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=300, help="scans per till, at least (300)")
     parser.add_argument("--poll-s", type=float, default=120.0,
                         help="keep polling /v1/health (and scanning) at least this long (120)")
-    parser.add_argument("--quick", action="store_true", help="20,000 sales, 20 scans, 10 s")
+    parser.add_argument("--quick", action="store_true", help="20,000 sales, 20 scans, 4 s")
     parser.add_argument("--dir", type=Path, default=None, help="where the databases go")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--poll", help=argparse.SUPPRESS)
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.CRITICAL)  # HQ is down on purpose
         return child(args.child, args.n, args.poll_s)
     if args.quick:
-        args.sales, args.n, args.poll_s = 20_000, 20, 10.0
+        args.sales, args.n, args.poll_s = 20_000, 20, 4.0
     with tempfile.TemporaryDirectory(prefix="posd-year-", dir=args.dir) as tmp_text:
         tmp = Path(tmp_text)
         make_test_pki(tmp / "pki")

@@ -47,6 +47,10 @@ class HqProtocolError(SyncError):
     exit_code = 76  # EX_PROTOCOL
 
 
+#: one encoder for every record (``json.dumps`` with options makes a new one a call)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def wire_record(row: OutboxRow, tz: tzinfo | None, cutoff_hour: int = 0) -> str:
     """An outbox row as sent (JSON text): the envelope (record_id, seq, day), then the
     stored payload's fields.
@@ -67,8 +71,7 @@ def wire_record(row: OutboxRow, tz: tzinfo | None, cutoff_hour: int = 0) -> str:
     else:
         # The same business day as the Z-report (report.business_day_cutoff_hour).
         day = business_day(payload["sale"]["created_at"], tz, cutoff_hour).isoformat()
-    head = json.dumps({"record_id": row.record_id, "seq": row.seq, "day": day},
-                      ensure_ascii=False, separators=(",", ":"))
+    head = _ENCODER.encode({"record_id": row.record_id, "seq": row.seq, "day": day})
     rest = row.payload.strip()[1:]  # the payload object without its "{"
     return head if rest.lstrip() == "}" else f"{head[:-1]},{rest}"
 

@@ -101,8 +101,14 @@ def unique_records(records: Iterable[Record]) -> list[Record]:
     return [first[key] for key in sorted(first)]
 
 
+#: the JSON records are stored as (one encoder: ``json.dumps`` with options makes one a call;
+#: no circular check: the data came out of ``json.loads``).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
 def body(record: Record) -> str:
-    return json.dumps(record.data, ensure_ascii=False, separators=(",", ":"))
+    """The record as stored (JSON text)."""
+    return _ENCODER.encode(record.data)
 
 
 def _figures(rows: Iterable[StateRow]) -> dict[str, int]:

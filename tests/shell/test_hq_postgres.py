@@ -111,6 +111,41 @@ def test_day_totals_read_one_partition_through_its_index(
     assert totals["paid_count"] == 50 and totals["paid_amount"] == 5000
 
 
+def test_a_days_summaries_refunds_and_reconciliations_come_from_a_small_index(
+        storage: PostgresStorage, postgres_url: str) -> None:
+    # records_day holds only the records that are not sales (a few a day against thousands
+    # of sales: the sales' own rows are counted from ``sales``), and the three queries of a
+    # day's other records still read it
+    storage._ensure_months({date(2024, 5, 1)})  # noqa: SLF001
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute(
+            "insert into records (store_id, terminal_id, record_id, seq, type, day, body) "
+            "select 'S' || (g % 37), 'T01', 'r' || g || case when g % 100 = 0 then "
+            "':refunded' else '' end, g, case when g % 100 = 0 then 'refund' when g % 101 = 0"
+            " then 'daily_summary' when g % 103 = 0 then 'reconciliation' else 'sale' end, "
+            "date '2024-05-01' + (g / 4000) % 30, '{}' from generate_series(1, 120000) g")
+        conn.execute("analyze records")
+        sizes = dict(conn.execute(
+            "select c.relname, c.reltuples from pg_class c where c.relname in "
+            "('records_2024_05_pkey', 'records_2024_05_store_id_day_type_idx')").fetchall())
+        plans = ["\n".join(row[0] for row in conn.execute(
+            "explain select terminal_id, body::text from records where store_id = 'S7' and "
+            f"day = '2024-05-03' and {which}"))
+            for which in ("type = 'daily_summary' order by seq",
+                          "type = 'refund' and record_id like '%:refunded'",
+                          "type = 'reconciliation' order by terminal_id, seq")]
+    assert sizes["records_2024_05_store_id_day_type_idx"] < sizes["records_2024_05_pkey"] / 30
+    for plan in plans:
+        assert "store_id_day_type_idx" in plan and "Seq Scan" not in plan, plan
+    # and the storage's own queries find what is there
+    with psycopg.connect(postgres_url) as conn:
+        expected = dict(conn.execute(
+            "select type, count(*) from records where store_id = 'S7' and day = '2024-05-03' "
+            "and type <> 'sale' group by type").fetchall())
+    assert len(storage.refunds("S7", "2024-05-03")) == expected.get("refund", 0) > 0
+    assert len(storage.reconciliations("S7", "2024-05-03")) == expected.get("reconciliation")
+
+
 def test_a_database_from_before_partitioning_is_used_as_it_is(postgres_url: str) -> None:
     with psycopg.connect(postgres_url) as conn:
         conn.execute(OLD_SCHEMA)
