@@ -150,11 +150,10 @@ def check_record(data: object) -> Record | Rejected:
                "reconciliation": _reconciliation_problem}.get(data["type"], _summary_problem)(data)
     if why is not None:
         return Rejected(record_id, why)
-    base = Record(record_id, data["seq"], data["day"], data["type"], data)
-    if base.type != "sale":  # refunds and summaries: kept as records, summed from them
-        return base
+    if data["type"] != "sale":  # refunds and summaries: kept as records, summed from them
+        return Record(record_id, data["seq"], data["day"], data["type"], data)
     sale = data["sale"]
-    return Record(record_id, base.seq, base.day, base.type, data, sale["out_trade_no"],
+    return Record(record_id, data["seq"], data["day"], "sale", data, sale["out_trade_no"],
                   sale["state"], sale["amount"], sale.get("channel"))
 
 

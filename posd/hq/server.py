@@ -15,7 +15,6 @@ process keeps nothing between requests, so any number of them may serve one Post
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 import time
@@ -33,6 +32,7 @@ from posd.config_base import read_secret
 from posd.core.errors import ConfigError
 from posd.core import hq_protocol as protocol
 from posd.listen import listen_socket
+from posd.hq import codec
 from posd.hq.storage import (
     RecordRefused,
     Storage,
@@ -148,7 +148,7 @@ class _Routes:
             return _error(403, f"{protocol.SIGNATURE_HEADER} does not match the body: "
                                "check hq.hmac_key_file (or the token, if it is the key)")
         try:
-            batch = protocol.parse_batch(json.loads(bytes(raw)))
+            batch = protocol.parse_batch(codec.loads(bytes(raw)))
         except (ValueError, protocol.BatchError) as err:  # JSONDecodeError is a ValueError
             return _error(400, f"not a batch: {err}")
         try:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from posd.core.errors import PosdError
 from posd.core.hq_protocol import Record
+from posd.hq import codec
 
 #: the figures of a day, per state; ``*_amount`` are fen.
 FIGURES = ("paid", "reversed", "declined", "cancelled", "needs_attention")
@@ -101,14 +102,9 @@ def unique_records(records: Iterable[Record]) -> list[Record]:
     return [first[key] for key in sorted(first)]
 
 
-#: the JSON records are stored as (one encoder: ``json.dumps`` with options makes one a call;
-#: no circular check: the data came out of ``json.loads``).
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
-
-
 def body(record: Record) -> str:
     """The record as stored (JSON text)."""
-    return _ENCODER.encode(record.data)
+    return codec.dumps(record.data)
 
 
 def _figures(rows: Iterable[StateRow]) -> dict[str, int]:
