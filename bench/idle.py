@@ -9,8 +9,10 @@ console printer, no scanner, no HQ) several times and measures, from outside:
 - RSS (VmRSS from /proc) after the daemon has been idle a few seconds;
 - CPU over an idle window (utime + stime from /proc/PID/stat), as % of one core.
 
-Beside it, in the same run, a bare ``python -c`` that imports the same libraries and sleeps:
-the floor of what any Python daemon with this stack costs.
+Beside it, in the same run, a bare ``python -c`` that imports the same libraries, down to
+the modules the daemon loads of them (python-escpos's printers, which bring Pillow, qrcode
+and the printer capabilities; cryptography's RSA and X.509; APScheduler's scheduler), and
+sleeps: the floor of what any Python daemon with this stack costs.
 
     .venv/bin/python bench/idle.py            # 3 starts, 10 s idle window each
     .venv/bin/python bench/idle.py --quick    # 1 start, 2 s window (smoke)
@@ -38,7 +40,9 @@ from posd.channels.simulator import make_test_pki  # noqa: E402
 from tests.sandbox import make_config, start_simulator, to_toml  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-STACK = "import fastapi, uvicorn, requests, sqlite_utils, apscheduler, escpos, cryptography"
+STACK = ("import fastapi, uvicorn, requests, sqlite_utils, apscheduler.schedulers.background, "
+         "escpos.printer, cryptography.hazmat.primitives.asymmetric.rsa, cryptography.x509, "
+         "defusedxml.ElementTree")
 
 
 def _rss_mb(pid: int) -> float:

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.figures import command_line, filesystem, machine, ms, spread, table  # noqa: E402
-from posd import report  # noqa: E402
+from posd.core import report  # noqa: E402
 from posd.core.layout import as_text  # noqa: E402
 from posd.devices.print_queue import load_report  # noqa: E402
 from posd.core.receipt import Header  # noqa: E402

@@ -56,7 +56,7 @@ class ApiServer:
         self._asked_port = port
         self._scheme = "https" if tls else "http"
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=3,
+                                lifespan="off", ws="none", timeout_graceful_shutdown=3,
                                 server_header=False, ssl_certfile=tls[0] if tls else None,
                                 ssl_keyfile=tls[1] if tls else None)
         self._server = _Server(config)

@@ -222,7 +222,7 @@ class HqServer:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"{'https' if tls else 'http'}://{shown}:{self._socket.getsockname()[1]}"
         config = uvicorn.Config(create_app(storage, secrets), log_config=None,
-                                access_log=False, log_level="warning", lifespan="off",
+                                access_log=False, log_level="warning", lifespan="off", ws="none",
                                 server_header=False, timeout_graceful_shutdown=5,
                                 ssl_certfile=tls[0] if tls else None,
                                 ssl_keyfile=tls[1] if tls else None)

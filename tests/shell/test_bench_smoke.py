@@ -37,13 +37,15 @@ ROOT = Path(__file__).parents[2]
          ["after 0 sales (baseline", "after 300 sales", "(no verdict on 300)"]),
         (["hq_chain.py", "--quick"],
          ["terminals at once -> 1 receiver", "baseline: 1 terminal", "(no verdict"]),
+        (["z_report.py", "--quick"],
+         ["load_report (rollup sums + attention list)", "... + paper layout as text",
+          "baseline: daily_report over Sale objects", "20,000 sales over one day"]),
         (["reconcile.py", "--quick"],
          ["posd reconcile, whole run", "parse + match (core)",
           "baseline: csv.DictReader + dict join", "(no verdict on a quick run)"]),
     ],
     ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle", "year_till", "rss_sales",
-         "hq_chain",
-         "reconcile"],
+         "hq_chain", "z_report", "reconcile"],
 )
 def test_bench_script_runs_and_prints_its_table(command: list[str], expected: list[str]) -> None:
     script, *args = command
