@@ -57,7 +57,8 @@ WAIT_S = 5.0
 
 def fill_year(path: Path, sales: int, now: float) -> float:
     """``sales`` paid sales over the last 365 days, with events and an unacknowledged outbox
-    row each, written in one transaction. Returns the seconds it took."""
+    row each, and one in 50 part-refunded (the refund's row, history and outbox record),
+    written in one transaction. Returns the seconds it took."""
     Store.open(path).close()  # create and migrate
     started = time.monotonic()
     conn = sqlite3.connect(path)
@@ -90,6 +91,34 @@ def fill_year(path: Path, sales: int, now: float) -> float:
         "'auth_code_masked', auth_code_masked, 'channel_trade_no', channel_trade_no, "
         "'created_at', created_at, 'updated_at', updated_at, 'paid_at', paid_at, "
         "'message', 'Paid')), amount_fen, updated_at from sales")
+    # Refunds: one paid sale in 50 part-refunded (a third of it) an hour after the sale, as
+    # posd records a refund: its row, its history (asked, refunding, refunded), the sale's
+    # refunded amount and an unacknowledged ``refund`` record in the outbox.
+    conn.execute(
+        "insert into refunds (sale_id, amount_fen, reason, state, out_refund_no, channel, "
+        "out_trade_no, channel_refund_no, message, created_at, refunded_at, updated_at, "
+        "attempts, queries, idempotency_key) "
+        "select id, amount_fen / 3, 'returned', 'refunded', 'S001T01RY' || printf('%010d', id),"
+        " channel, out_trade_no, '5030' || printf('%016d', id), 'Refunded', created_at + 3600,"
+        " created_at + 3602, created_at + 3602, 1, 1, null from sales where id % 50 = 0")
+    conn.execute(
+        "insert into refund_events (refund_id, at, state, action, detail, message) "
+        "select id, created_at, 'refunding', null, 'asked', 'Refunding' from refunds "
+        "union all select id, created_at + 1, 'refunding', 'refund', 'processing', "
+        "'Refunding' from refunds "
+        "union all select id, refunded_at, 'refunded', 'query', 'success', 'Refunded' "
+        "from refunds")
+    conn.execute("update sales set refunded = (select amount_fen from refunds where "
+                 "refunds.sale_id = sales.id) where id % 50 = 0")
+    conn.execute(
+        "insert into outbox (record_id, kind, payload, amount_fen, created_at) "
+        "select 'refund:' || out_refund_no || ':refunded', 'refund', json_object('type', "
+        "'refund', 'version', 1, 'refund', json_object('id', id, 'sale_id', sale_id, "
+        "'out_trade_no', out_trade_no, 'out_refund_no', out_refund_no, 'channel', channel, "
+        "'channel_refund_no', channel_refund_no, 'amount', amount_fen, 'currency', 'CNY', "
+        "'state', 'refunded', 'reason', reason, 'message', message, 'created_at', "
+        "created_at, 'refunded_at', refunded_at, 'updated_at', updated_at)), amount_fen, "
+        "updated_at from refunds")
     conn.commit()
     conn.execute("analyze")  # what a year of `PRAGMA optimize` would have left
     conn.commit()
@@ -255,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             "/v1/health polled every second)",
             f"  {figures.machine()}",
             f"  database: {tmp} ({figures.filesystem(tmp)}), {size / 2**20:.0f} MiB after "
-            f"{args.sales:,} sales + events + outbox (written in {fill_s:.0f} s), ANALYZEd",
+            f"{args.sales:,} sales + events + outbox, {args.sales // 50:,} of them part-refunded "
+            f"(written in {fill_s:.0f} s), ANALYZEd",
             f"  HQ backlog the year-old till reports: {backlog['count']:,} records, "
             f"{backlog['amount'] / 100:,.2f} yuan",
             f"  samples: {len(year['scans'])} scans per till after 5 warm-up, one every "
