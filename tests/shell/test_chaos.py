@@ -102,6 +102,20 @@ def _get(url: str, token: str = TOKEN) -> Any:
     return got.json()
 
 
+def refunds_due(db: Path) -> float | None:
+    """When (wall clock) the last step posd has scheduled for an open refund falls due, read
+    from its own store (read-only; the API does not show ``next_at``)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = conn.execute("select max(next_at) from refunds where next_at is not null and "
+                           "state = 'refunding'").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def test_chaos_sales_refunds_kills_and_faults_lose_nothing(
         tmp_path: Path, pki: TestPki, alipay_keys: AlipayKeys) -> None:
     seed = int(os.environ.get("POSD_CHAOS_SEED", "20261202"))
@@ -184,7 +198,11 @@ def test_chaos_sales_refunds_kills_and_faults_lose_nothing(
 
         # The faults stop; every sale, refund and HQ record settles (with a restart or two).
         sim.set_chaos(0.0)
-        deadline = time.monotonic() + 240
+        # Long enough for what posd has scheduled: a refund whose queries met faults asks
+        # again later and later (WeChat's policy: 60, 120, 300, 600 s, ...; the long run
+        # refunds WeChat sales too), so the wait follows the refunds' own next_at.
+        started_settling = time.monotonic()
+        deadline = started_settling + 240
         settled = threading.Event()  # never set: the pause between polls below
         while time.monotonic() < deadline:
             sales = _get(f"{daemon.url}/v1/sales")["sales"]
@@ -193,6 +211,10 @@ def test_chaos_sales_refunds_kills_and_faults_lose_nothing(
             if all(s["state"] in SALE_FINAL for s in sales) and all(
                     r["final"] for r in refunds) and backlog == 0:
                 break
+            due = refunds_due(tmp_path / "posd.db")
+            if due is not None:  # a minute after the last refund query posd has scheduled
+                deadline = min(max(deadline, time.monotonic() + due - time.time() + 60),
+                               started_settling + 3600)
             settled.wait(0.5)  # a pause between polls of posd's own state
         assert daemon.terminate() == 0
     finally:
