@@ -73,25 +73,33 @@ def fill(path: Path, terminal: str, records: int) -> None:
         for n in range(1, records + 1)))
 
 
+def client_for(terminal: str, urls: list[str]) -> HqClient:
+    """The terminal's HQ client, to the receiver its number picks."""
+    return HqClient(urls[int(terminal[1:]) % len(urls)], TOKEN, TOKEN.encode(),
+                    timeout=(5.0, 60.0))
+
+
+def report(accepted: int, left: int, finished: float, cpu: float) -> int:
+    """A terminal's last line: what HQ accepted, what is left, when it ended, its CPU."""
+    print(json.dumps({"accepted": accepted, "left": left, "finished": finished, "cpu": cpu}))
+    return 0
+
+
 def terminal_main(db: Path, terminal: str, urls: list[str]) -> int:
     """``--terminal``: wait for "go" on stdin, push the whole outbox, print the figures."""
     store = Store.open(db)
-    url = urls[int(terminal[1:]) % len(urls)]
-    client = HqClient(url, TOKEN, TOKEN.encode(), timeout=(5.0, 60.0))
+    client = client_for(terminal, urls)
     syncer = Syncer(store, client, store_id=STORE, terminal_id=terminal, batch_size=500, tz=UTC)
     store.outbox_backlog()  # the database open and read once
     print("ready", flush=True)
     sys.stdin.readline()
-    started, cpu = time.perf_counter(), time.process_time()
+    cpu = time.process_time()
     result = syncer.push_all()
     finished, cpu = time.monotonic(), time.process_time() - cpu
-    elapsed = time.perf_counter() - started
     left = int(store.outbox_backlog()["count"])
     client.close()
     store.close()
-    print(json.dumps({"accepted": result.accepted, "left": left, "seconds": elapsed,
-                      "finished": finished, "cpu": cpu}))
-    return 0
+    return report(result.accepted, left, finished, cpu)
 
 
 def pusher_main(db: Path, terminal: str, urls: list[str]) -> int:
@@ -103,8 +111,7 @@ def pusher_main(db: Path, terminal: str, urls: list[str]) -> int:
     in flight at a time as ``Syncer.push_all`` does; every record must come back accepted.
     """
     store = Store.open(db)
-    url = urls[int(terminal[1:]) % len(urls)]
-    client = HqClient(url, TOKEN, TOKEN.encode(), timeout=(5.0, 60.0))
+    client = client_for(terminal, urls)
     batches: list[tuple[list[OutboxRow], bytes]] = []
     after = 0
     while rows := store.outbox_unsent(500, after):
@@ -113,44 +120,39 @@ def pusher_main(db: Path, terminal: str, urls: list[str]) -> int:
     store.close()
     print("ready", flush=True)
     sys.stdin.readline()
-    started, cpu = time.perf_counter(), time.process_time()
-    accepted = 0
-    for rows, body in batches:
-        settled = settle(rows, client.post_batch(body))
-        accepted += settled.result.accepted
+    cpu = time.process_time()
+    accepted = sum(settle(rows, client.post_batch(body)).result.accepted
+                   for rows, body in batches)
     finished, cpu = time.monotonic(), time.process_time() - cpu
-    elapsed = time.perf_counter() - started
     client.close()
-    left = sum(len(rows) for rows, _ in batches) - accepted
-    print(json.dumps({"accepted": accepted, "left": left, "seconds": elapsed,
-                      "finished": finished, "cpu": cpu}))
-    return 0
+    return report(accepted, sum(len(rows) for rows, _ in batches) - accepted, finished, cpu)
 
 
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_of(pid: int) -> float:
-    """A live process's CPU seconds so far (user + system, /proc/PID/stat)."""
+def _stat(path: Path) -> tuple[int, float] | None:
+    """A live process's parent pid and CPU seconds so far (user + system), from its
+    /proc/PID/stat; None once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = path.read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
+
+
+def cpu_of(pid: int) -> float:
+    """A live process's CPU seconds so far."""
+    found = _stat(Path(f"/proc/{pid}/stat"))
+    return 0.0 if found is None else found[1]
 
 
 def postgres_cpu(cluster: Cluster) -> float:
     """CPU seconds of the cluster's server processes alive now (postmaster and children)."""
     master = int((cluster.root / "data" / "postmaster.pid").read_text().split()[0])
-    total = cpu_of(master)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master:
-            total += cpu_of(int(stat.parent.name))
-    return total
+    children = (_stat(stat) for stat in Path("/proc").glob("[0-9]*/stat"))
+    return cpu_of(master) + sum(cpu for parent, cpu in filter(None, children)
+                                if parent == master)
 
 
 @dataclass(frozen=True)
