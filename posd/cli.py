@@ -222,6 +222,9 @@ def serve(daemon: Any, *, scanner_stream: Any = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from posd import memory
+
+    memory.limit_arenas()  # before any thread: posd/memory.py
     from posd.daemon import Daemon
     from posd.notify import Notifier
 

@@ -62,12 +62,13 @@ def header_for(config: Config) -> receipt.Header:
 def receipt_picture(config: Config) -> Callable[[Sale], bytes]:
     """The receipt of a sale as a PNG picture (the cashier page's), as configured."""
     from posd.api.page import png_bytes
-    from posd.devices.preview import render_png
     from posd.devices.print_queue import Paper, receipt_layout
 
     paper = Paper.from_config(config)
 
     def draw(sale: Sale) -> bytes:
+        from posd.devices.preview import render_png  # Pillow, when a picture is asked for
+
         layout = receipt_layout(sale, paper)
         return png_bytes(lambda out: render_png(layout, paper.columns, out,
                                                 paper.receipt.png_font_file))

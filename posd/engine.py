@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from posd import memory
 from posd.core import sale as machine
 from posd.channels import Channel, registry
 from posd.core.codes import DoubleReadFilter, mask, route
@@ -597,7 +598,8 @@ class Engine:
     # --- housekeeping --------------------------------------------------------------------
 
     def _housekeeping(self) -> None:
-        """Restart any missing worker; cancel sales left waiting for a code too long."""
+        """Restart any missing worker; cancel sales left waiting for a code too long; give
+        the allocator's free pages back (posd.memory)."""
         now = self._clock()
         for sale in self._store.unfinished():
             if sale.state is State.AWAITING_CODE:
@@ -611,6 +613,7 @@ class Engine:
             if not refund.final and not self._has_worker(self._refund_workers, refund.id):
                 log.warning("refund %d had no worker; resuming it", refund.id)
                 self._spawn_refund(refund.id)
+        memory.trim()
 
     def health(self) -> dict[str, Any]:
         """What is degraded, for /v1/health. Reads only the open sales (a partial index) and

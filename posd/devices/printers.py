@@ -15,6 +15,11 @@
   and 4 itself with a short timeout (python-escpos' ``paper_status()`` calls silence
   "paper adequate", and its ``Network._read`` waits the whole 60 s socket timeout), then
   :meth:`Session.send` writes the job. Every device error is a :class:`DeviceError`.
+- python-escpos (and the Pillow, qrcode, python-barcode and PyYAML it imports, about 9 MB
+  of a daemon's memory) is imported when an ESC/POS printer is opened or a job rendered,
+  never for a ``console`` printer. :func:`keep_profiles_in` gives it a private directory
+  for its parsed printer profiles first (by default it parses them afresh in a new
+  ``mkdtemp()`` at every start: 0.3 s, a few MB, and a directory left behind).
 
 Nothing here queues, retries or touches a sale: that is ``posd.devices.print_queue``'s job.
 """
@@ -22,13 +27,12 @@ Nothing here queues, retries or touches a sale: that is ``posd.devices.print_que
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO, assert_never
-
-from escpos.exceptions import DeviceNotFoundError
-from escpos.printer import Dummy, File, Network, Serial, Usb
 
 from posd.config import PrinterConfig
 from posd.core.errors import ConfigError, DeviceError
@@ -57,8 +61,41 @@ def encode_gb18030(text: str) -> bytes:
     return bytes(out)
 
 
+#: python-escpos reads its printer profiles' pickle from here (escpos/capabilities.py).
+PROFILES_DIR_ENV = "ESCPOS_CAPABILITIES_PICKLE_DIR"
+#: posd's directory for it, beside the database (/var/lib/posd under systemd).
+PROFILES_CACHE = "escpos-profiles"
+
+
+def keep_profiles_in(directory: Path) -> bool:
+    """Let python-escpos keep its parsed printer profiles in ``directory`` (made 0700).
+
+    It loads a pickle from there, so the directory must be this user's and closed to others;
+    when it is not (or cannot be made), python-escpos keeps its default and a warning says
+    why. Nothing changes once python-escpos is imported or when the environment already
+    names a directory. True when ``directory`` is the one used.
+    """
+    if "escpos.capabilities" in sys.modules or PROFILES_DIR_ENV in os.environ:
+        return os.environ.get(PROFILES_DIR_ENV) == str(directory)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = directory.stat()
+    except OSError as err:
+        log.warning("printer profiles cache %s: %s (python-escpos parses them at each start)",
+                    directory, err.strerror or err)
+        return False
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        log.warning("printer profiles cache %s: not private to this user (owner or mode %o); "
+                    "python-escpos parses them at each start", directory, info.st_mode & 0o777)
+        return False
+    os.environ[PROFILES_DIR_ENV] = str(directory)
+    return True
+
+
 def check_profile(name: str) -> None:
     """Raise ConfigError unless python-escpos knows printer profile ``name``."""
+    from escpos.printer import Dummy  # python-escpos only for an ESC/POS printer (module doc)
+
     try:
         Dummy(profile=name)
     except KeyError as err:  # escpos.capabilities looks the name up in its profile dict
@@ -84,6 +121,8 @@ def _qr(printer: Any, qr: Qr, config: PrinterConfig) -> None:
 
 def render(layout: Sequence[Element], config: PrinterConfig) -> bytes:
     """The ESC/POS bytes of one job (made on python-escpos' Dummy printer)."""
+    from escpos.printer import Dummy
+
     printer = Dummy(profile=config.profile)
     printer.hw("INIT")
     chinese = config.encoding == "gb18030" and config.chinese_mode
@@ -208,6 +247,9 @@ class EscposPrinter:
         self.can_ask = self._read is not None
 
     def open(self) -> EscposSession:
+        from escpos.exceptions import DeviceNotFoundError
+        from escpos.printer import Serial
+
         device = self._make()
         try:
             device.open()
@@ -219,6 +261,8 @@ class EscposPrinter:
 
 
 def _escpos(config: PrinterConfig) -> EscposPrinter:
+    from escpos.printer import File, Network, Serial, Usb
+
     kind, profile = config.kind, config.profile
     if kind == "network":
         return EscposPrinter(config, lambda: Network(config.host, config.port,

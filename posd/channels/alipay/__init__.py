@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from posd.channels.alipay import doctor
-from posd.channels.alipay.client import Alipay
 from posd.channels.alipay.config import AlipayConfig
 from posd.channels.spec import ChannelSpec, Till
 from posd.core import bills
@@ -26,11 +24,22 @@ from posd.core.refund import ALIPAY_REFUND_POLICY
 from posd.core.sale import ALIPAY_POLICY
 
 if TYPE_CHECKING:
+    from posd.channels.alipay.client import Alipay
+    from posd.checks import Check
     from posd.channels.simulator.gateway import Gateway, SimulatorContext
 
 
 def connect(section: AlipayConfig, till: Till) -> Alipay:
+    # the client (and cryptography, for RSA2) only for a till that takes Alipay
+    from posd.channels.alipay.client import Alipay
+
     return Alipay.from_config(section, store_id=till.store_id, terminal_id=till.terminal_id)
+
+
+def checks(section: AlipayConfig, till: Till) -> list[Check]:
+    from posd.channels.alipay import doctor
+
+    return doctor.checks(section, till)
 
 
 def simulate(sandbox: Any, context: SimulatorContext) -> Gateway:
@@ -42,6 +51,6 @@ def simulate(sandbox: Any, context: SimulatorContext) -> Gateway:
 SPEC = ChannelSpec(
     name="alipay", label=CHANNEL_NAMES["alipay"][0], label_zh=CHANNEL_NAMES["alipay"][1],
     code_rules=ALIPAY_RULES, config=AlipayConfig, policy=ALIPAY_POLICY, connect=connect,
-    doctor=doctor.checks, simulate=simulate, bill=(bills.parse_alipay, "csv.zip"),
+    doctor=checks, simulate=simulate, bill=(bills.parse_alipay, "csv.zip"),
     refund_policy=ALIPAY_REFUND_POLICY,
 )

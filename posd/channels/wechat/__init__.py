@@ -16,8 +16,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from posd.channels.spec import ChannelSpec, Till
-from posd.channels.wechat import doctor
-from posd.channels.wechat.client import WechatPay
 from posd.channels.wechat.config import WechatConfig
 from posd.core import bills
 from posd.core.codes import CHANNEL_NAMES, WECHAT_RULES
@@ -25,11 +23,22 @@ from posd.core.refund import WECHAT_REFUND_POLICY
 from posd.core.sale import WECHAT_POLICY
 
 if TYPE_CHECKING:
+    from posd.channels.wechat.client import WechatPay
+    from posd.checks import Check
     from posd.channels.simulator.gateway import Gateway, SimulatorContext
 
 
 def connect(section: WechatConfig, till: Till) -> WechatPay:
+    # the client only for a till that takes WeChat v2
+    from posd.channels.wechat.client import WechatPay
+
     return WechatPay.from_config(section, device_info=till.terminal_id, body_prefix=till.store_name)
+
+
+def checks(section: WechatConfig, till: Till) -> list[Check]:
+    from posd.channels.wechat import doctor
+
+    return doctor.checks(section, till)
 
 
 def simulate(sandbox: Any, context: SimulatorContext) -> Gateway:
@@ -43,6 +52,6 @@ def simulate(sandbox: Any, context: SimulatorContext) -> Gateway:
 SPEC = ChannelSpec(
     name="wechat", label=CHANNEL_NAMES["wechat"][0], label_zh=CHANNEL_NAMES["wechat"][1],
     code_rules=WECHAT_RULES, config=WechatConfig, policy=WECHAT_POLICY, connect=connect,
-    doctor=doctor.checks, simulate=simulate, bill=(bills.parse_wechat, "csv.gz"),
+    doctor=checks, simulate=simulate, bill=(bills.parse_wechat, "csv.gz"),
     refund_policy=WECHAT_REFUND_POLICY,
 )

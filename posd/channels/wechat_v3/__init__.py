@@ -22,8 +22,6 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from posd.channels.spec import ChannelSpec, Till
-from posd.channels.wechat_v3 import doctor
-from posd.channels.wechat_v3.client import WechatPayV3
 from posd.channels.wechat_v3.config import WechatV3Config
 from posd.core import bills
 from posd.core.codes import CHANNEL_NAMES
@@ -31,11 +29,22 @@ from posd.core.refund import WECHAT_REFUND_POLICY
 from posd.core.sale import WECHAT_POLICY
 
 if TYPE_CHECKING:
+    from posd.channels.wechat_v3.client import WechatPayV3
+    from posd.checks import Check
     from posd.channels.simulator.gateway import Gateway, SimulatorContext
 
 
 def connect(section: WechatV3Config, till: Till) -> WechatPayV3:
+    # the client (and cryptography) only for a till that takes v3
+    from posd.channels.wechat_v3.client import WechatPayV3
+
     return WechatPayV3.from_config(section, store_id=till.store_id, body_prefix=till.store_name)
+
+
+def checks(section: WechatV3Config, till: Till) -> list[Check]:
+    from posd.channels.wechat_v3 import doctor
+
+    return doctor.checks(section, till)
 
 
 def simulate(sandbox: Any, context: SimulatorContext) -> Gateway:
@@ -55,6 +64,6 @@ def parse_bill(data: bytes, day: date) -> bills.Bill:
 SPEC = ChannelSpec(
     name="wechat_v3", label=CHANNEL_NAMES["wechat"][0], label_zh=CHANNEL_NAMES["wechat"][1],
     code_rules=(), config=WechatV3Config, policy=WECHAT_POLICY, connect=connect,
-    doctor=doctor.checks, simulate=simulate, refund_policy=WECHAT_REFUND_POLICY,
+    doctor=checks, simulate=simulate, refund_policy=WECHAT_REFUND_POLICY,
     replaces="wechat", bill=(parse_bill, "csv.gz"),
 )
