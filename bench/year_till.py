@@ -56,8 +56,8 @@ WAIT_S = 5.0
 
 
 def fill_year(path: Path, sales: int, now: float) -> float:
-    """``sales`` paid sales over the last 365 days, with events and an unacknowledged outbox
-    row each, and one in 50 part-refunded (the refund's row, history and outbox record),
+    """``sales`` paid sales over the last 365 days, with events, a printed receipt's print job
+    and an unacknowledged outbox row each, and one in 50 part-refunded (the refund's row, history and outbox record),
     written in one transaction. Returns the seconds it took."""
     Store.open(path).close()  # create and migrate
     started = time.monotonic()
@@ -108,6 +108,11 @@ def fill_year(path: Path, sales: int, now: float) -> float:
         "'Refunding' from refunds "
         "union all select id, refunded_at, 'refunded', 'query', 'success', 'Refunded' "
         "from refunds")
+    # Every sale's receipt printed (the print queue's row, kept: posd never prunes them).
+    conn.execute(
+        "insert into print_jobs (job_key, kind, sale_id, reprint, state, attempts, "
+        "created_at, next_at, done_at, last_error) select 'receipt:' || id || ':paid', "
+        "'receipt', id, 0, 'done', 1, paid_at, paid_at, paid_at + 1, '' from sales")
     conn.execute("update sales set refunded = (select amount_fen from refunds where "
                  "refunds.sale_id = sales.id) where id % 50 = 0")
     conn.execute(
@@ -241,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=300, help="scans per till, at least (300)")
     parser.add_argument("--poll-s", type=float, default=120.0,
                         help="keep polling /v1/health (and scanning) at least this long (120)")
-    parser.add_argument("--quick", action="store_true", help="20,000 sales, 20 scans, 4 s")
+    parser.add_argument("--quick", action="store_true", help="20,000 sales, 20 scans, 7 s")
     parser.add_argument("--dir", type=Path, default=None, help="where the databases go")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--poll", help=argparse.SUPPRESS)
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.CRITICAL)  # HQ is down on purpose
         return child(args.child, args.n, args.poll_s)
     if args.quick:
-        args.sales, args.n, args.poll_s = 20_000, 20, 4.0
+        args.sales, args.n, args.poll_s = 20_000, 20, 7.0
     with tempfile.TemporaryDirectory(prefix="posd-year-", dir=args.dir) as tmp_text:
         tmp = Path(tmp_text)
         make_test_pki(tmp / "pki")

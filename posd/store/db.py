@@ -130,7 +130,7 @@ class Store:
         #: a second, read-only connection for /v1/health (``peek``): WAL lets it read while a
         #: sale's write-ahead commit (and its fsync) holds the main one, so health never waits
         #: behind a scan and a scan never waits behind health.
-        self._peek_db: sqlite3.Connection | None = None
+        self._peek_db: Database | None = None
         self._peek_lock = threading.Lock()
         self._closed = False
 
@@ -201,8 +201,10 @@ class Store:
                                            check_same_thread=False, timeout=10.0,
                                            isolation_level=None)
                     conn.execute(f"PRAGMA cache_size=-{PEEK_CACHE_KIB}")
-                    self._peek_db = conn
-                yield Database(self._peek_db)
+                    # one wrapper for the connection's life: sqlite-utils' constructor runs a
+                    # PRAGMA and its plugin hook each time (a tenth of health's cost)
+                    self._peek_db = Database(conn)
+                yield self._peek_db
             except sqlite3.Error as err:
                 raise StoreError(f"database error: {err}") from err
 
