@@ -338,7 +338,11 @@ class Store:
         where: list[str] = ["1 = 1"]
         args: list[object] = []
         hint = ""
-        if states and set(states) <= set(OPEN_STATES):
+        if states and set(states) <= set(OPEN_STATES) and since is None and until is None:
+            # Every open sale (health, recovery): the partial index, named (after ANALYZE the
+            # planner would scan). Not with a time range: the Z-report's day of needs-attention
+            # sales is a range of the (state, created_at) index, where the partial one would
+            # read every open sale of every day (2.5 ms on 10,000, bench/z_report.py).
             where.append(OPEN_WHERE)  # the partial index's own WHERE, word for word
             hint = OPEN_INDEX
         if order_ref is not None:

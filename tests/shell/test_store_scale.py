@@ -74,6 +74,30 @@ def test_open_sales_are_found_by_their_index_after_analyze(year: Store) -> None:
         assert not any("SCAN sales" in p and "sales_open" not in p for p in plans)
 
 
+def test_a_days_open_sales_are_a_range_of_the_state_and_time_index(tmp_path: Path) -> None:
+    """The Z-report's needs-attention sales of one day: not every open sale of every day
+    through the partial index (that read 10,000 of them for each report, 2.5 ms)."""
+    path = tmp_path / "posd.db"
+    Store.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.executemany(
+        "insert into sales (out_trade_no, amount_fen, currency, channel, state, created_at, "
+        "updated_at) values (?, 1000, 'CNY', 'wechat', ?, ?, ?)",
+        [(f"S001T01{i:012d}", "needs_attention" if i % 10 == 0 else "paid", T0 + 60 * i,
+          T0 + 60 * i) for i in range(20_000)])
+    conn.execute("analyze")
+    conn.commit()
+    conn.close()
+    store = Store.open(path)
+    since, until = T0 + 86_400, T0 + 2 * 86_400
+    plans = _plans(store, lambda: store.find(since=since, until=until,
+                                             states=(State.NEEDS_ATTENTION,)))
+    assert plans and all("idx_sales_state_created_at" in p for p in plans), plans
+    found = store.find(since=since, until=until, states=(State.NEEDS_ATTENTION,))
+    assert len(found) == 144 and all(since <= s.created_at < until for s in found)
+    assert len(store.find(states=(State.NEEDS_ATTENTION,))) == 2_000
+
+
 def test_the_backlog_is_read_from_counters(year: Store) -> None:
     plans = _plans(year, year.outbox_backlog)
     assert plans == []  # no SELECT on sales at all
