@@ -88,3 +88,14 @@ def ms(seconds: float) -> str:
 def command_line() -> str:
     """How this script was run, to print beside its figures."""
     return " ".join([".venv/bin/python", *sys.argv])
+
+
+def ca_bundle(directory: Path, test_ca: Path) -> Path:
+    """certifi's public CAs with ``test_ca`` appended, as one ``ca_file``: a channel's TLS
+    context then loads what a till's loads (requests uses certifi when ca_file is unset)
+    and still trusts the benchmark's loopback servers."""
+    import certifi
+
+    bundle = directory / "ca-bundle.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes() + test_ca.read_bytes())
+    return bundle

@@ -42,7 +42,6 @@ import threading
 import time
 from pathlib import Path
 
-import certifi
 import requests
 
 import figures
@@ -134,13 +133,6 @@ class Sink(threading.Thread):
                 pass
 
 
-def _bundle(tmp: Path, pki_ca: Path) -> Path:
-    """certifi's public CAs and the simulator's test CA, as one ca_file."""
-    bundle = tmp / "ca-bundle.pem"
-    bundle.write_bytes(Path(certifi.where()).read_bytes() + pki_ca.read_bytes())
-    return bundle
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--starts", type=int, default=3)
@@ -156,7 +148,7 @@ def main() -> None:
         sim = start_simulator(pki, alipay=keys)
         printer = Sink()
         printer.start()
-        bundle = _bundle(tmp_path, pki.ca_cert_file)
+        bundle = figures.ca_bundle(tmp_path, pki.ca_cert_file)
         try:
             setups = {
                 "WeChat, no printer": make_config(tmp_path, sim.url, pki),

@@ -36,8 +36,6 @@ import threading
 import time
 from pathlib import Path
 
-import certifi
-
 import figures
 
 sys.path.insert(0, str(figures.ROOT))
@@ -123,12 +121,9 @@ def main() -> int:
                                "interval_s": 30.0, "connect_timeout_s": 1.0},
                            printer={"kind": "file", "device": str(work / "printer.bin"),
                                     "status_query": False})
-        if sim is not None and alipay is not None:
+        if alipay is not None and sim is not None:
             data["channels"]["alipay"] = alipay_section(sim.url, alipay, pki)
-        # the public CAs a till verifies its channels with (certifi's, what requests uses
-        # when ca_file is unset), and the test CA of this script's servers
-        bundle = work / "ca-bundle.pem"
-        bundle.write_bytes(Path(certifi.where()).read_bytes() + pki.ca_cert_file.read_bytes())
+        bundle = figures.ca_bundle(work, pki.ca_cert_file)
         for section in data["channels"].values():
             section["ca_file"] = str(bundle)
         (work / "config.toml").write_text(to_toml(data), encoding="utf-8")

@@ -56,9 +56,10 @@ WAIT_S = 5.0
 
 
 def fill_year(path: Path, sales: int, now: float) -> float:
-    """``sales`` paid sales over the last 365 days, with events, a printed receipt's print job
-    and an unacknowledged outbox row each, and one in 50 part-refunded (the refund's row, history and outbox record),
-    written in one transaction. Returns the seconds it took."""
+    """``sales`` paid sales over the last 365 days, with events, a printed receipt's print
+    job and an unacknowledged outbox row each, and one in 50 part-refunded (the refund's
+    row, history and outbox record), written in one transaction. Returns the seconds it
+    took."""
     Store.open(path).close()  # create and migrate
     started = time.monotonic()
     conn = sqlite3.connect(path)

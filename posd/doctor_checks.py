@@ -131,7 +131,7 @@ def _probe_serial(scanner: ScannerConfig) -> str | None:
 
 def check_printer(config: Config) -> Check:
     from posd.core.print_jobs import DESCRIPTIONS, Status
-    from posd.devices.printers import PROFILES_CACHE, keep_profiles_in, open_printer
+    from posd.devices.printers import keep_profiles_beside_database, open_printer
 
     printer = config.printer
     if printer.kind == "none":
@@ -140,7 +140,7 @@ def check_printer(config: Config) -> Check:
         return ok("printer", "console: receipts go to posd run's standard output")
     if printer.kind == "file":  # opening it for writing would truncate a plain file
         return _file_printer(printer)
-    keep_profiles_in(config.database.path.parent / PROFILES_CACHE)
+    keep_profiles_beside_database(config)
     try:
         device = open_printer(printer, None, config.receipt.line_columns)
         session = device.open()

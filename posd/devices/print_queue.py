@@ -43,7 +43,7 @@ from posd.core.print_jobs import (
     nothing_to_print, printed, receipt_job, report_job,
 )
 from posd.devices.printers import (
-    PROFILES_CACHE, ConsoleOutput, Printer, archive, keep_profiles_in, open_printer,
+    ConsoleOutput, Printer, archive, keep_profiles_beside_database, open_printer,
 )
 from posd.core.refund import Refund
 from posd.core.sale import Sale, State
@@ -195,8 +195,7 @@ class Printing:
         if pc.kind == "none":
             return None
         paper = Paper.from_config(config, tz)
-        if pc.kind != "console":
-            keep_profiles_in(config.database.path.parent / PROFILES_CACHE)
+        keep_profiles_beside_database(config)
         policy = RetryPolicy(pc.retry_base_s, pc.retry_max_s, pc.receipt_expiry_s)
         return cls(store, open_printer(pc, stream, paper.columns), paper, policy=policy,
                    poll_s=pc.poll_s, status_every_s=pc.status_every_s,

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO, assert_never
 
-from posd.config import PrinterConfig
+from posd.config import Config, PrinterConfig
 from posd.core.errors import ConfigError, DeviceError
 from posd.core.layout import Element, Line, Qr, as_text
 from posd.core.print_jobs import STATUS_QUERIES, Status, decode_status
@@ -90,6 +90,14 @@ def keep_profiles_in(directory: Path) -> bool:
         return False
     os.environ[PROFILES_DIR_ENV] = str(directory)
     return True
+
+
+def keep_profiles_beside_database(config: Config) -> bool:
+    """:func:`keep_profiles_in` ``escpos-profiles/`` beside the database, for an ESC/POS
+    printer (``console`` and ``none`` never load python-escpos)."""
+    if config.printer.kind in ("console", "none"):
+        return False
+    return keep_profiles_in(config.database.path.parent / PROFILES_CACHE)
 
 
 def check_profile(name: str) -> None:
