@@ -38,7 +38,7 @@ from posd.core.errors import CodeError, ConflictError, InputError, StoreError, U
 from posd.core.money import check_fen
 from posd.core.refund import Refund, RefundAnswer, RefundPolicy
 from posd.core.sale import Action, ChannelResult, Policy, Sale, State
-from posd.store import Store
+from posd.store import OPEN_STATES, Store
 
 log = logging.getLogger(__name__)
 
@@ -619,8 +619,9 @@ class Engine:
         """What is degraded, for /v1/health. Reads only the open sales (a partial index) and
         the backlog counters: the same cost on an empty store and a year-old one."""
         now = self._clock()
-        attention = self._store.find(states=(State.NEEDS_ATTENTION,), peek=True)
-        in_flight = self._store.find(states=tuple(machine.IN_FLIGHT), peek=True)
+        unresolved = self._store.find(states=OPEN_STATES, peek=True)  # one read: the few open
+        attention = [s for s in unresolved if s.state is State.NEEDS_ATTENTION]
+        in_flight = [s for s in unresolved if s.state in machine.IN_FLIGHT]
         backlog = self._store.outbox_backlog()
         stuck = [s for s in in_flight if s.state is State.REVERSING
                  and now - (s.pay_sent_at or s.created_at) > REVERSING_LONG_S]

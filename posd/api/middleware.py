@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: MIT
-"""What answers before a route does: errors as ``{"detail": sentence}``, the bearer-token
-check (:class:`TokenAuth`) and the body-size limit (:class:`BodyLimit`), pure ASGI layers
-that run before a body is read or a route is matched. A traceback never leaves the process."""
+"""What answers before a route does: errors as ``{"detail": sentence}``, ``GET /v1/health``
+(:class:`HealthFirst`), the bearer-token check (:class:`TokenAuth`) and the body-size limit
+(:class:`BodyLimit`), pure ASGI layers that run before a body is read or a route is matched.
+A traceback never leaves the process."""
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -29,8 +30,10 @@ from posd.api.models import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
+#: The status light a register polls (DESIGN §4), answered by :class:`HealthFirst`.
+HEALTH_PATH = "/v1/health"
 #: Paths served without the token (DESIGN §4), and Swagger UI's own files under DOCS_ASSETS.
-PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/"})
+PUBLIC_PATHS = frozenset({HEALTH_PATH, "/openapi.json", "/docs", "/docs/oauth2-redirect", "/"})
 #: The cashier page's own files (DESIGN §11): served without the token, like ``/``.
 PAGE_ASSETS = "/page"
 #: Where the page keeps the token it logged in with: HttpOnly (no script reads it), SameSite=
@@ -140,6 +143,31 @@ def role_of(given: bytes, token: bytes, manager_token: bytes | None) -> str | No
     cashier = hmac.compare_digest(given, token)
     manager = manager_token is not None and hmac.compare_digest(given, manager_token)
     return MANAGER if manager else CASHIER if cashier else None
+
+
+class HealthFirst:
+    """``GET``/``HEAD /v1/health`` answered before anything else runs: no token (it is
+    public), no body, no routing, no request object, no dependency solving. A register polls
+    it every second while the till sells; through the framework's stack a health answer cost
+    ~0.3 ms more than its own reads (bench/year_till.py). Other methods and paths go on to
+    the app, whose route of the same answer documents it in /openapi.json. An exception from
+    ``answer`` reaches the app's error handler like a route's."""
+
+    def __init__(self, app: ASGIApp, answer: Callable[[], tuple[int, bytes]]) -> None:
+        self.app = app
+        self.answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != HEALTH_PATH \
+                or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        status, body = self.answer()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope["method"] == "HEAD" else body})
 
 
 class TokenAuth:

@@ -61,7 +61,9 @@ def _row(sale: Sale) -> dict[str, Any]:
 
 
 def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    """A cursor's rows as ``column -> value`` (sqlite-utils' ``query`` without its checks)."""
+    """A cursor's rows as ``column -> value``: sqlite-utils' ``query`` without its checks of
+    the statement and the column names (a third of a small read's time; for queries of one
+    table's columns, where names cannot repeat)."""
     names = [column[0] for column in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor]
 
@@ -364,7 +366,7 @@ class Store:
             where.append(f"state in ({', '.join('?' for _ in states)})")
             args.extend(s.value for s in states)
         with self._peek() if peek else self._read() as db:
-            rows = list(db.query(
+            rows = _dicts(db.conn.execute(
                 f"select * from sales {hint} where {' and '.join(where)} order by id", args))
         return [_sale(r) for r in rows]
 
@@ -446,8 +448,8 @@ class Store:
                 where.append(clause)
                 args.append(value)
         with self._peek() if peek else self._read() as db:
-            rows = list(db.query(f"select * from refunds {hint} where {' and '.join(where)} "
-                                 "order by id", args))
+            rows = _dicts(db.conn.execute(f"select * from refunds {hint} where "
+                                          f"{' and '.join(where)} order by id", args))
         return [_refund(r) for r in rows]
 
     def refund_events(self, refund_id: int) -> list[dict[str, Any]]:

@@ -189,6 +189,32 @@ def test_health_needs_no_token(till: Till) -> None:
     assert health["version"]
 
 
+def test_health_head_and_other_methods(till: Till) -> None:
+    """GET and HEAD are answered ahead of the router (HealthFirst), HEAD with GET's headers
+    and no body; any other method is the router's 405 (401 without the token), as before."""
+    got = requests.get(till.url + "/v1/health", timeout=TIMEOUT)
+    head = requests.head(till.url + "/v1/health", timeout=TIMEOUT)
+    assert got.headers["content-type"] == head.headers["content-type"] == "application/json"
+    assert head.status_code == 200 and head.content == b""
+    assert int(got.headers["content-length"]) == len(got.content)
+    assert int(head.headers["content-length"]) == len(got.content)  # the same answer's size
+    posted = till.post("/v1/health")  # with the token: only GET and HEAD are public
+    assert posted.status_code == 405
+    assert posted.json() == {"detail": "Method Not Allowed"}
+
+
+def test_health_down_when_the_database_is_unusable(till: Till) -> None:
+    till.stop_engine()
+    till.engine._store.close()
+    for answer in (requests.get(till.url + "/v1/health", timeout=TIMEOUT),
+                   requests.head(till.url + "/v1/health", timeout=TIMEOUT)):
+        assert answer.status_code == 503
+    health = requests.get(till.url + "/v1/health", timeout=TIMEOUT).json()
+    assert health["status"] == "down"
+    assert health["version"]
+    assert health["degraded"] == ["database error: Cannot operate on a closed database."]
+
+
 def test_openapi_and_docs_need_no_token(till: Till) -> None:
     spec = requests.get(till.url + "/openapi.json", timeout=TIMEOUT).json()
     assert {"/v1/sales", "/v1/sales/{sale_id}", "/v1/sales/{sale_id}/cancel",
