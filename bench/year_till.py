@@ -49,6 +49,7 @@ sys.path.insert(0, str(figures.ROOT))
 
 from scan_latency import Arrival, Keyboard, WireClock  # noqa: E402 - the same wire clock
 
+from posd import memory  # noqa: E402
 from posd.channels.simulator import make_test_pki  # noqa: E402
 from posd.daemon import Daemon  # noqa: E402
 from posd.core.sale import State  # noqa: E402
@@ -256,9 +257,11 @@ def child(directory: Path, n: int, poll_s: float) -> int:
     ``poll_s`` seconds, one sale every ~0.2 s) while a poller process watches its health."""
     if os.environ.get("BENCH_SWITCH_S"):
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_S"]))
+    memory.limit_arenas()  # as ``posd run`` does (posd/cli.py), before the first thread
     pki = make_test_pki(directory.parent / "pki", reuse=True)
     server = RemoteChannel(directory.parent / "pki")
     till = Till(directory, server, pki)
+    memory.freeze_startup()  # and as ``posd run``'s serve() does once the daemon has started
     poller = subprocess.Popen([sys.executable, __file__, "--poll", till.url],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     scans: list[float] = []

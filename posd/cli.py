@@ -216,6 +216,9 @@ def serve(daemon: Any, *, scanner_stream: Any = None) -> int:
     except BaseException:
         daemon.stop()  # e.g. the API port is in use: end the sales resumed meanwhile cleanly
         raise
+    from posd import memory
+
+    memory.freeze_startup()  # no 70 ms full collections of start-up's objects: posd/memory.py
     status = daemon.wait()
     daemon.stop()
     return int(status)

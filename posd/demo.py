@@ -398,7 +398,11 @@ def _run_demo(data: Path, api_port: int | None, wechat_v3: bool = False) -> int:
         else:
             print("stdin is not a terminal: serving the API only (Ctrl-C or SIGTERM stops).",
                   flush=True)
-        # serve() would start the daemon again; here we only wait and stop.
+        # serve() would start the daemon again; here we only wait and stop (and freeze
+        # start-up's objects, as serve() does: posd/memory.py).
+        from posd import memory
+
+        memory.freeze_startup()
         status = daemon.wait()
         print("\nstopping: in-flight sales are finished or kept for the next start", flush=True)
         daemon.stop()
