@@ -77,9 +77,21 @@ class Demo:
         return self.out.read_text(encoding="utf-8", errors="replace")
 
     def wait_ready(self, port: int) -> dict[str, Any]:
-        """/v1/health's JSON once it answers; fails at once if the demo exits."""
-        return wait_until_up(f"http://127.0.0.1:{port}", self.proc, timeout=READY_S,
-                             output=self.output)
+        """/v1/health's JSON once it answers and the banner is printed (the API answers
+        from the moment it listens, a moment before the demo prints its banner); fails at
+        once if the demo exits."""
+        health = wait_until_up(f"http://127.0.0.1:{port}", self.proc, timeout=READY_S,
+                               output=self.output)
+        assert self.proc is not None
+        deadline = time.monotonic() + READY_S
+        while "serving the API only" not in self.output():  # the banner's last line
+            try:  # waits on the process: returns at once if it exits meanwhile
+                code = self.proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                assert time.monotonic() < deadline, f"no banner in {READY_S} s:\n{self.output()}"
+                continue
+            raise AssertionError(f"the demo exited ({code}):\n{self.output()}")
+        return health
 
     def terminate(self) -> int:
         assert self.proc is not None
