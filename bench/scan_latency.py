@@ -14,8 +14,10 @@ process. The server is this script's own loopback server, not the channel simula
 speaks just enough of WeChat's micropay to pay every sale at once (a signed SUCCESS answer,
 ``posd.core.wechat_wire``) and records when each request arrived; whatever a server does
 after reading the request happens after t1. HTTPS by default (the server presents the test
-PKI's certificate, posd verifies it with ``ca_file``), over the kept-alive connection of
-posd's requests session, as at a counter; ``--http`` measures plain HTTP. ``--channel alipay``
+PKI's certificate, posd verifies it with a ``ca_file`` of certifi's CAs with the test CA
+appended: what a till loads, requests' certifi, when ``ca_file`` is unset), over the
+kept-alive connection of posd's requests session, as at a counter; ``--http`` measures plain
+HTTP. ``--channel alipay``
 measures the same pipeline through the Alipay client (an 18-digit ``28…`` code, RSA2-signed
 ``alipay.trade.pay`` to the server's ``/gateway.do``, which verifies it with the app public key
 and answers a signed 10000).
@@ -27,7 +29,10 @@ the time goes:
 - commit: ``Store.save`` of a paying sale (the write-ahead transaction: row + event, fsync)
   on its own database file in the same directory;
 - HTTP: a bare ``requests`` POST of a micropay-sized body (posd's no-retry session, same TLS
-  settings, kept-alive connection) -> the server has read it.
+  settings, kept-alive connection) -> the server has read it;
+- new connection: the same bare POST on a new connection each time, through posd's session
+  (one TLS context per CA bundle, posd.channels.transport) and through a stock requests
+  session, which builds a context and loads the CA bundle for every new connection.
 
 Run from the repository root: ``.venv/bin/python bench/scan_latency.py`` (``make bench``).
 """
@@ -35,6 +40,7 @@ Run from the repository root: ``.venv/bin/python bench/scan_latency.py`` (``make
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -55,6 +61,7 @@ from typing import TextIO
 from urllib.parse import parse_qsl, urlsplit
 
 import figures
+import requests
 
 sys.path.insert(0, str(figures.ROOT))  # tests/sandbox.py: the sandbox merchant and config
 
@@ -213,6 +220,8 @@ class Samples:
     scanner: list[float]
     commit: list[float]
     http: list[float]
+    cold_http: list[float]
+    cold_stock: list[float]
 
 
 class Bench:
@@ -222,8 +231,11 @@ class Bench:
         self.server = WireClock(pki.server_tls().context() if https else None,
                                 keys.sandbox(ALIPAY_APP_ID) if keys else None)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.cfg = config(make_config(tmp, self.server.url, pki, alipay=keys,
-                                      wechat=channel == "wechat"))
+        data = make_config(tmp, self.server.url, pki, alipay=keys, wechat=channel == "wechat")
+        bundle = figures.ca_bundle(tmp, pki.ca_cert_file)
+        for section in data["channels"].values():
+            section["ca_file"] = str(bundle)
+        self.cfg = config(data)
         self.store = Store.open(self.cfg.database.path)
         channels = build_channels(self.cfg)  # the daemon's wiring
         self.channel = channels[channel]
@@ -236,7 +248,10 @@ class Bench:
         self.bare_store = Store.open(tmp / "baseline.db")
         self.bare_sale = self._paying_sale()
         self.session = transport.session()
-        self.session_verify = str(pki.ca_cert_file)
+        self.cold_session = transport.session()
+        self.stock_session = requests.Session()
+        self.stock_session.trust_env = False
+        self.session_verify = str(bundle)
         self.bare_body = self._micropay_sized_body()
         self._seq = 0
 
@@ -255,10 +270,13 @@ class Bench:
         params["sign"] = wire.sign(params, WECHAT.api_key, "HMAC-SHA256")
         return wire.to_xml(params)
 
-    def sample(self, i: int) -> tuple[float, float, float, float, float]:
-        """One of each: (pipeline, cold pipeline, scanner, commit, http), in seconds."""
+    def sample(self, i: int) -> tuple[float, ...]:
+        """One of each, in seconds: pipeline, cold pipeline, scanner, commit, http, http on
+        a new connection through posd's session, the same through a stock session."""
         return (self._pipeline(2 * i), self._pipeline(2 * i + 1, cold=True), self._scanner(i),
-                self._commit(), self._http())
+                self._commit(), self._http(self.session),
+                self._http(self.cold_session, cold=True), self._http(self.stock_session,
+                                                                     cold=True))
 
     def _pipeline(self, i: int, *, cold: bool = False) -> float:
         sale, _ = self.engine.create_sale(1 + i % 5000)
@@ -293,11 +311,13 @@ class Bench:
         self.bare_store.save(self.bare_sale, None, "code scanned (WeChat Pay)")
         return time.perf_counter() - t0
 
-    def _http(self) -> float:
+    def _http(self, session: requests.Session, *, cold: bool = False) -> float:
+        if cold:
+            session.close()  # its pools forget their connections; posd's keeps its contexts
         self._seq += 1
         key = str(self._seq)
         t0 = time.perf_counter()
-        with self.session.post(self.server.url + BARE, data=self.bare_body, timeout=(3.0, 10.0),
+        with session.post(self.server.url + BARE, data=self.bare_body, timeout=(3.0, 10.0),
                                headers={"Content-Type": "text/xml; charset=utf-8",
                                         "X-Bench-Seq": key},
                                verify=self.session_verify, stream=True) as response:
@@ -308,7 +328,8 @@ class Bench:
         self.keyboard.close()
         self.bare_keyboard.close()
         self.engine.stop(timeout=5)
-        self.session.close()
+        for session in (self.session, self.cold_session, self.stock_session):
+            session.close()
         self.store.close()
         self.bare_store.close()
         self.server.shutdown()
@@ -332,12 +353,15 @@ def report(samples: Samples, *, n_wanted: int, warmup: int, https: bool, directo
         ["baseline: write-ahead commit (Store.save)", *_cells(samples.commit, med)],
         [f"baseline: bare POST -> at server ({'HTTPS' if https else 'HTTP'})",
          *_cells(samples.http, med)],
+        ["bare POST, new connection, posd's session", *_cells(samples.cold_http, med)],
+        ["bare POST, new connection, stock requests", *_cells(samples.cold_stock, med)],
         ["sum of the three baseline medians", figures.ms(baseline_sum), "", "", "",
          f"{baseline_sum / med:.2f}"],
     ]
     verdict = "met" if p99 <= TARGET_P99_S else "MISSED"
     short = "" if len(pipeline) >= n_wanted else f" (cut short: {len(pipeline)} of {n_wanted})"
-    transport_note = ("HTTPS, the test PKI's server certificate verified with ca_file"
+    transport_note = ("HTTPS, the test PKI's server certificate verified with ca_file "
+                      "(certifi's CAs + the test CA)"
                       if https else "plain HTTP (allowed for loopback)")
     return "\n".join([
         "scan_latency: scan (last keystroke) -> pay request on the wire, write-ahead included",
@@ -382,19 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="posd-bench-", dir=args.dir) as tmp:
         bench = Bench(Path(tmp), https=not args.http, channel=args.channel)
-        samples = Samples([], [], [], [], [])
+        samples = Samples([], [], [], [], [], [], [])
         start = time.monotonic()
         try:
             for i in range(args.warmup + args.n):
                 if time.monotonic() - start > args.budget_s:
                     break
-                pipeline, cold, scanner, commit, http = bench.sample(i)
+                figures_i = bench.sample(i)
                 if i >= args.warmup:
-                    samples.pipeline.append(pipeline)
-                    samples.cold.append(cold)
-                    samples.scanner.append(scanner)
-                    samples.commit.append(commit)
-                    samples.http.append(http)
+                    columns = [getattr(samples, f.name) for f in dataclasses.fields(samples)]
+                    for kept, value in zip(columns, figures_i, strict=True):
+                        kept.append(value)
         finally:
             bench.close()
         if not samples.pipeline:

@@ -7,9 +7,12 @@ replies in order. A reply is ``(status, body)``, bare ``body`` (status 200), or
 - ``"HANG"``: read the request, then block on an Event until teardown -> a genuine read
   timeout in the client (urllib3's socket-level trick);
 - ``"DROP"``: read the request, close the connection without answering (RemoteDisconnected);
-- ``"RESET"``: read the request, close with SO_LINGER 0 so the client gets a TCP RST.
+- ``"RESET"``: read the request, close with SO_LINGER 0 so the client gets a TCP RST;
+- ``(status, body, "close")``: answer with ``Connection: close`` and close the connection,
+  so that the client's next request opens a new one.
 
-Every request is recorded (path, body, whether a TLS client certificate was presented).
+Every request is recorded (path, body, whether a TLS client certificate was presented, the
+client's port: one per connection).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-Reply = tuple[int, bytes] | bytes | str
+Reply = tuple[int, bytes] | tuple[int, bytes, str] | bytes | str
 HANG_LIMIT_S = 30.0  # a HANG never outlives a broken test by more than this
 
 
@@ -35,6 +38,7 @@ class Received:
     path: str
     body: bytes
     client_cert: bool
+    peer_port: int = 0
 
 
 @dataclass
@@ -52,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-        self.script.received.append(Received(self.path, body, bool(peer)))
+        self.script.received.append(Received(self.path, body, bool(peer), self.client_address[1]))
         reply = self.script.replies.popleft() if self.script.replies else (500, b"script exhausted")
         if reply == "HANG":
             self.script.release.wait(HANG_LIMIT_S)
@@ -66,8 +70,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(reply, str):
             raise ValueError(f"unknown scripted reply {reply!r}")
         else:
-            status, payload = reply if isinstance(reply, tuple) else (200, reply)
+            status, payload, *then = reply if isinstance(reply, tuple) else (200, reply)
             self.send_response(status)
+            if then == ["close"]:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.send_header("Content-Type", "text/xml; charset=utf-8")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

@@ -7,9 +7,11 @@ close after sending, and any non-200 status mean it may have.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +125,50 @@ def test_untrusted_server_certificate_never_arrived(
     result = _call(spec, client_for(other.url, ca_file=""), "pay")  # system store: unknown CA
     assert isinstance(result, Unknown) and result.may_have_arrived is False
     assert other.received == []
+
+
+def test_untrusted_hostname_never_arrived(spec: Spec, pki: TestPki,
+                                          client_for: Callable[..., Channel],
+                                          scripted_server: Callable[..., ScriptedServer]) -> None:
+    """A certificate from the trusted CA, but not for 127.0.0.1 (the merchant's client
+    certificate as the server's): refused in the handshake, as requests' own context does."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(pki.client_cert_file, pki.client_key_file)
+    server = scripted_server([spec.paid()], tls=tls)
+    result = _call(spec, client_for(server.url), "pay")
+    assert isinstance(result, Unknown) and result.may_have_arrived is False, result
+    assert "TLS handshake failed" in result.detail and server.received == []
+
+
+@pytest.mark.parametrize("broken", ["missing", "not-pem"])
+def test_a_ca_bundle_that_cannot_be_used_never_arrived(
+        spec: Spec, pki: TestPki, client_for: Callable[..., Channel],
+        scripted_server: Callable[..., ScriptedServer], tmp_path: Path, broken: str) -> None:
+    ca = tmp_path / "ca.pem"
+    if broken == "not-pem":
+        ca.write_text("not a certificate\n")
+    server = scripted_server([spec.paid(), spec.paid()], tls=wx.server_tls(pki))
+    client = client_for(server.url, ca_file=str(ca))
+    for _ in range(2):  # not remembered: tried again, and refused again, at the next request
+        result = _call(spec, client, "pay")
+        assert isinstance(result, Unknown) and result.may_have_arrived is False, result
+        assert "cannot use the TLS files" in result.detail and str(ca) in result.detail
+    assert server.received == []
+    ca.write_bytes(Path(pki.ca_cert_file).read_bytes())  # mended: the next request goes
+    assert isinstance(_call(spec, client, "pay"), Paid)
+
+
+def test_the_ca_bundle_is_loaded_once_not_for_every_connection(
+        spec: Spec, pki: TestPki, client_for: Callable[..., Channel],
+        scripted_server: Callable[..., ScriptedServer], tmp_path: Path) -> None:
+    """Each answer closes its connection; the later connections verify the server with the
+    context made at the first, not by reading the bundle again (posd.channels.transport)."""
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(Path(pki.ca_cert_file).read_bytes())
+    server = scripted_server([(200, spec.paid(), "close")] * 3, tls=wx.server_tls(pki))
+    client = client_for(server.url, ca_file=str(ca))
+    assert isinstance(_call(spec, client, "pay"), Paid)
+    ca.write_text("not a certificate\n")  # read again, this would refuse every connection
+    assert isinstance(_call(spec, client, "pay"), Paid)
+    assert isinstance(_call(spec, client, "pay"), Paid)
+    assert len({r.peer_port for r in server.received}) == 3  # three connections

@@ -514,6 +514,24 @@ def test_missing_ca_file_never_arrived(
     assert server.received == []
 
 
+@pytest.mark.parametrize("broken", ["cert_file", "key_file"])
+def test_a_merchant_certificate_that_cannot_be_used_never_arrived(
+    scripted_server: Start, pki: TestPki, client_for: Callable[..., WechatPay], tmp_path: Path,
+    broken: str,
+) -> None:
+    """Only /secapi/ presents the certificate: the pay goes, the reverse is refused before
+    sending, naming the files (posd.channels.transport.TlsFilesError)."""
+    server = scripted_server([paid(), answer()], tls=server_tls(pki))
+    other = tmp_path / "not-pem.pem"
+    other.write_text("not a certificate or key\n")
+    client = client_for(server.url, **{broken: other})
+    assert isinstance(_pay(client), Paid)
+    result = _reverse(client)
+    assert isinstance(result, Unknown) and result.may_have_arrived is False, result
+    assert "cannot use the TLS files" in result.detail and "client certificate" in result.detail
+    assert len(server.received) == 1
+
+
 def test_tls_to_a_plain_http_server_never_arrived(
     scripted_server: Start, client_for: Callable[..., WechatPay]
 ) -> None:
