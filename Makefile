@@ -31,10 +31,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/reconcile.py
 	$(BIN)/python bench/idle.py
 
-# The long runs: a year-old till (730,000 sales), a chain's 20 terminals pushing to HQ on
-# PostgreSQL with fsync on, and the daemon's RSS after 100,000 sales, besides `make bench`.
+# The long runs: a year-old till (730,000 sales), confirm -> known with 80 ms of round trip,
+# a chain's 20 terminals pushing to HQ on PostgreSQL with fsync on, and the daemon's RSS
+# after 100,000 sales, besides `make bench`.
 bench-full: bench
 	$(BIN)/python bench/year_till.py
+	$(BIN)/python bench/confirm_delay.py --rtt-ms 80
 	$(BIN)/python bench/hq_chain.py
 	$(BIN)/python bench/rss_sales.py
 
