@@ -16,6 +16,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 #: The repository root: bench scripts import the sandbox helpers from ``tests/sandbox.py``.
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,3 +128,9 @@ def ca_bundle(directory: Path, test_ca: Path) -> Path:
     bundle = directory / "ca-bundle.pem"
     bundle.write_bytes(Path(certifi.where()).read_bytes() + test_ca.read_bytes())
     return bundle
+
+
+def use_ca_file(data: dict[str, Any], bundle: Path) -> None:
+    """Point every channel of a config dict (tests/sandbox.py make_config) at ``bundle``."""
+    for section in data["channels"].values():
+        section["ca_file"] = str(bundle)

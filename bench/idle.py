@@ -160,8 +160,7 @@ def main() -> None:
             for name, data in setups.items():
                 port = _free_port()
                 data["api"]["listen"] = f"127.0.0.1:{port}"
-                for section in data["channels"].values():
-                    section["ca_file"] = str(bundle)
+                figures.use_ca_file(data, bundle)
                 config = tmp_path / "config.toml"
                 config.write_text(to_toml(data))
                 results[name] = [_daemon_once(config, port, window) for _ in range(starts)]

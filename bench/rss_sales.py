@@ -133,9 +133,7 @@ def main() -> int:
                                     "status_query": False})
         if alipay is not None and sim is not None:
             data["channels"]["alipay"] = alipay_section(sim.url, alipay, pki)
-        bundle = figures.ca_bundle(work, pki.ca_cert_file)
-        for section in data["channels"].values():
-            section["ca_file"] = str(bundle)
+        figures.use_ca_file(data, figures.ca_bundle(work, pki.ca_cert_file))
         (work / "config.toml").write_text(to_toml(data), encoding="utf-8")
         with open(work / "posd.log", "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "posd", "run", "-c",

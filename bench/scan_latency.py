@@ -233,8 +233,7 @@ class Bench:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         data = make_config(tmp, self.server.url, pki, alipay=keys, wechat=channel == "wechat")
         bundle = figures.ca_bundle(tmp, pki.ca_cert_file)
-        for section in data["channels"].values():
-            section["ca_file"] = str(bundle)
+        figures.use_ca_file(data, bundle)
         self.cfg = config(data)
         self.store = Store.open(self.cfg.database.path)
         channels = build_channels(self.cfg)  # the daemon's wiring

@@ -286,8 +286,8 @@ def failure(what: str, err: BaseException) -> Unknown:
         kind = _COULD_NOT_CONNECT
     elif any(_handshake_failed(e) for e in chain):
         kind = _HANDSHAKE
-    elif isinstance(err, TlsFilesError) or (type(err) is OSError and err.errno is None):
-        kind = _TLS_FILES  # requests checks the CA bundle / cert files exist, before sending
+    elif isinstance(err, TlsFilesError):
+        kind = _TLS_FILES  # Adapter loads the CA bundle and certificate files before sending
     else:
         kind = "transport error"
     never_sent = kind in (_COULD_NOT_CONNECT, _HANDSHAKE, _TLS_FILES)
