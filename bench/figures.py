@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 import sys
+import timeit
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,13 +70,25 @@ def stolen() -> float | None:
     return (now[1] - _STARTED[1]) / (now[0] - _STARTED[0])
 
 
+def loop_us() -> float:
+    """The fastest of 5 timings of a fixed pure-Python loop, ``sum(range(1000))``, in µs.
+
+    A yardstick for the CPU a run had, beside the steal: the same VM type has given runs
+    whose every figure (PostgreSQL's CPU per record included) was 2-3 times another day's
+    with under 10 % stolen. Two runs compare when their loops do."""
+    runs = timeit.repeat("sum(range(1000))", number=2_000, repeat=5)
+    return min(runs) / 2_000 * 1e6
+
+
 def machine() -> str:
-    """One line: when, on what, with which Python, and, when the script has run a while,
-    how much CPU time the hypervisor stole meanwhile: on a shared VM a run with 30 % stolen
-    measures the neighbours (every figure, baselines included, about twice as slow)."""
+    """One line: when, on what, with which Python, how fast a fixed Python loop ran at the
+    end (``loop_us``) and, when the script has run a while, how much CPU time the hypervisor
+    stole meanwhile: on a shared VM a run with 30 % stolen measures the neighbours (every
+    figure, baselines included, about twice as slow)."""
     now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %z")
     line = (f"{now} · {os.cpu_count()} CPU(s), {_cpu_model()} · {platform.system()} "
-            f"{platform.release()} · Python {platform.python_version()}")
+            f"{platform.release()} · Python {platform.python_version()}"
+            f" · sum(range(1000)) in {loop_us():.1f} µs")
     if (share := stolen()) is not None:
         line += f" · CPU stolen by the hypervisor since start: {share:.0%}"
     return line
