@@ -8,6 +8,7 @@ here -- a loaded CI machine must not fail the build.
 from __future__ import annotations
 
 import subprocess
+import threading
 import sys
 from pathlib import Path
 
@@ -57,3 +58,35 @@ def test_bench_script_runs_and_prints_its_table(command: list[str], expected: li
     assert done.returncode == 0, done.stderr
     for text in expected:
         assert text in done.stdout, f"{text!r} not in:\n{done.stdout}"
+
+
+def test_the_benches_loopback_server_answers_a_query_and_a_reverse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rss_sales' server pays at once; a pay whose answer came too late is queried and then,
+    if unknown, reversed, as at a real channel, so that the sale ends instead of retrying
+    for ever. Through posd's own WeChat client, as the daemon calls it."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from scan_latency import WireClock  # type: ignore[import-not-found]
+
+    from posd.channels.simulator import make_test_pki
+    from posd.core.money import Fen
+    from posd.core.sale import Closed, NotFound, Paid
+    from posd.daemon import build_channels
+    from tests.sandbox import config, make_config
+
+    pki = make_test_pki(tmp_path / "pki")
+    server = WireClock(pki.server_tls().context())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        wechat = build_channels(config(make_config(tmp_path, server.url, pki,
+                                                   read_timeout_s=10.0)))["wechat"]
+        paid = wechat.pay("S001T01BENCH0001", Fen(1234), "130000000000017777", "bench")
+        assert isinstance(paid, Paid)
+        again = wechat.query("S001T01BENCH0001", Fen(1234))
+        assert isinstance(again, Paid)
+        assert again.channel_trade_no == paid.channel_trade_no
+        assert isinstance(wechat.query("S001T01BENCH0002", Fen(1)), NotFound)
+        assert isinstance(wechat.reverse("S001T01BENCH0002"), Closed)
+    finally:
+        server.shutdown()
+        server.server_close()
