@@ -42,12 +42,13 @@ ROOT = Path(__file__).parents[2]
         (["z_report.py", "--quick"],
          ["load_report (rollup sums + attention list)", "... + paper layout as text",
           "baseline: daily_report over Sale objects", "20,000 sales over one day"]),
+        (["pg_body_type.py", "--quick"], ["jsonb", "json", "µs per row"]),
         (["reconcile.py", "--quick"],
          ["posd reconcile, whole run", "parse + match (core)",
           "baseline: csv.DictReader + dict join", "(no verdict on a quick run)"]),
     ],
     ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle", "year_till", "rss_sales",
-         "hq_chain", "z_report", "reconcile"],
+         "hq_chain", "z_report", "pg_body_type", "reconcile"],
 )
 def test_bench_script_runs_and_prints_its_table(command: list[str], expected: list[str]) -> None:
     script, *args = command
