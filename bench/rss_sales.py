@@ -42,9 +42,10 @@ import figures
 
 sys.path.insert(0, str(figures.ROOT))
 
-from scan_latency import ORDERQUERY, REVERSE, WireClock  # noqa: E402 - the same server
+from scan_latency import WireClock  # noqa: E402 - the same server
 
 from posd.channels.simulator import make_alipay_keys, make_test_pki  # noqa: E402
+from posd.channels.wechat.client import ORDERQUERY, REVERSE  # noqa: E402
 from tests.sandbox import (  # noqa: E402
     alipay_section, make_config, secret, start_simulator, to_toml)
 from tests.waiting import TOKEN, wait_until_up  # noqa: E402

@@ -70,6 +70,7 @@ from posd.channels import transport
 from posd.core import alipay_wire
 from posd.core import wechat_wire as wire
 from posd.channels.simulator import AlipaySandbox, make_alipay_keys, make_test_pki
+from posd.channels.wechat.client import MICROPAY, ORDERQUERY, REVERSE
 from posd.daemon import build_channels
 from posd.engine import Engine
 from posd.core.money import Fen
@@ -79,9 +80,6 @@ from posd.store import Store
 from tests.sandbox import ALIPAY_APP_ID, WECHAT, config, make_config
 
 TARGET_P99_S = 0.015
-MICROPAY = "/pay/micropay"
-ORDERQUERY = "/pay/orderquery"
-REVERSE = "/secapi/pay/reverse"
 GATEWAY = "/gateway.do"
 BARE = "/bare"
 KEYSTROKE_GAP_S = 0.002  # a HID scanner types a character every 1-5 ms
