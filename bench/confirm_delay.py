@@ -14,9 +14,16 @@ code (``Engine.create_sale(amount, auth_code=...)``); all sales of all schedules
 started 20 ms apart so their queries do not arrive in bursts (a till has one sale in flight;
 running them together only makes the bench take 30 s instead of hours).
 
+The simulator runs in a process of its own (``--simulator DIR``), as a real channel is
+another machine: inside this process its TLS and XML work would queue posd's threads behind
+the interpreter lock, and the lanes' 200 sales at once would then measure that queue, not the
+schedule (with 80 ms of round trip: mean 0.71-0.90 s in one process against 0.6x in two,
+2026-12-03 on the slow Xeon host). It is scripted and read over its ``/_sim/`` control API.
+
 Per sale: detection delay = ``Sale.paid_at`` (posd's clock when it applied the paid answer)
 minus the simulator trade's ``paid_at`` (the scripted moment the customer confirmed, which is
-the pay request's arrival + the confirm delay); both are ``time.time()`` in this process.
+the pay request's arrival + the confirm delay); both are ``time.time()``, the same clock in
+both processes.
 Queries = ``Sale.queries``. Sales the schedule gave up on are reversed: counted as lost.
 
 Beside each measured mean, from the same run: one query's round trip; the mean the schedule
@@ -33,9 +40,11 @@ Run from the repository root: ``.venv/bin/python bench/confirm_delay.py`` (``mak
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -45,6 +54,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import figures
+import requests
 
 sys.path.insert(0, str(figures.ROOT))  # tests/sandbox.py: the sandbox merchant and config
 
@@ -176,10 +186,68 @@ class Outcome:
         return self.sale.paid_at - self.confirmed_at
 
 
+class RemoteSimulator:
+    """The simulator in a child process (``--simulator DIR``), scripted and read over its
+    ``/_sim/`` control API; the child generates the PKI and Alipay keys in ``DIR``."""
+
+    def __init__(self, directory: Path, *, alipay: bool, min_reverse_delay_s: float,
+                 round_trip_s: float) -> None:
+        command = [sys.executable, __file__, "--simulator", str(directory),
+                   "--min-reverse-s", repr(min_reverse_delay_s), "--rtt-ms",
+                   repr(round_trip_s * 1000)] + (["--channel", "alipay"] if alipay else [])
+        self._child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True)
+        assert self._child.stdout is not None
+        self.url = self._child.stdout.readline().strip()
+        if not self.url:
+            raise SystemExit("confirm_delay: the simulator process did not start")
+        self.pki = make_test_pki(directory / "pki", reuse=True)
+        self.keys = make_alipay_keys(directory / "alipay", reuse=True) if alipay else None
+        self._http = requests.Session()
+        self._http.trust_env = False  # else REQUESTS_CA_BUNDLE would replace the test CA
+        self._http.verify = str(self.pki.ca_cert_file)
+
+    def _call(self, method: str, path: str, payload: object = None) -> dict[str, object]:
+        answer = self._http.request(method, f"{self.url}/_sim/{path}", json=payload, timeout=30)
+        answer.raise_for_status()
+        got: dict[str, object] = answer.json()
+        return got
+
+    def script(self, auth_code: str, outcome: str, *, confirm_delay_s: float) -> None:
+        self._call("POST", "script", {"auth_code": auth_code, "outcome": outcome,
+                                      "confirm_delay_s": confirm_delay_s})
+
+    def ledger(self) -> tuple[list[dict[str, object]], int]:
+        """Every trade, and how many violations the simulator recorded."""
+        got = self._call("GET", "ledger")
+        trades, violations = got["trades"], got["violations"]
+        assert isinstance(trades, list) and isinstance(violations, list)
+        return trades, len(violations)
+
+    def close(self) -> None:
+        self._http.close()
+        self._child.communicate("", timeout=30)
+
+
+def simulator(directory: Path, *, alipay: bool, min_reverse_delay_s: float,
+              round_trip_s: float) -> int:
+    """``--simulator DIR``: the channel simulator over HTTPS with the PKI (and Alipay keys)
+    it writes in ``DIR``; prints its URL, serves until stdin closes."""
+    pki = make_test_pki(directory / "pki")
+    keys = make_alipay_keys(directory / "alipay") if alipay else None
+    sim = Simulator(wechat=WECHAT, tls=pki.server_tls(),
+                    alipay=keys.sandbox(ALIPAY_APP_ID) if keys else None,
+                    min_reverse_delay_s=min_reverse_delay_s, round_trip_s=round_trip_s).start()
+    print(sim.url, flush=True)
+    sys.stdin.read()
+    sim.stop()
+    return 0
+
+
 class Lane:
     """One schedule: an engine, its store and the sales it drives."""
 
-    def __init__(self, directory: Path, sim: Simulator, pki: TestPki, k: int,
+    def __init__(self, directory: Path, sim: RemoteSimulator, pki: TestPki, k: int,
                  schedule: Schedule, scale: float, alipay: AlipayKeys | None = None) -> None:
         directory.mkdir()
         # Its own terminal id: out_trade_no must not collide between the lanes' databases.
@@ -396,19 +464,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtt-ms", type=float, default=0.0,
                         help="network round trip the simulator adds to every request "
                         "(DESIGN §7: 80 ms; /_sim/latency); default 0 (loopback)")
+    parser.add_argument("--simulator", type=Path, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--min-reverse-s", type=float, default=WECHAT_MIN_REVERSE_S,
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.simulator is not None:
+        return simulator(args.simulator, alipay=args.channel == "alipay",
+                         min_reverse_delay_s=args.min_reverse_s, round_trip_s=args.rtt_ms / 1000)
     if args.quick:
         args.customers, args.scale = 10, 0.1
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     mix = confirm_mix(args.customers)
     with tempfile.TemporaryDirectory(prefix="posd-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        pki = make_test_pki(tmp / "pki")
-        keys = make_alipay_keys(tmp / "alipay") if args.channel == "alipay" else None
-        sim = Simulator(wechat=WECHAT, tls=pki.server_tls(),
-                        alipay=keys.sandbox(ALIPAY_APP_ID) if keys else None,
-                        min_reverse_delay_s=WECHAT_MIN_REVERSE_S * args.scale,
-                        round_trip_s=args.rtt_ms / 1000).start()
+        sim = RemoteSimulator(tmp / "simulator", alipay=args.channel == "alipay",
+                              min_reverse_delay_s=WECHAT_MIN_REVERSE_S * args.scale,
+                              round_trip_s=args.rtt_ms / 1000)
+        pki, keys = sim.pki, sim.keys
         lanes: list[Lane] = []
         try:
             for k, schedule in enumerate(schedules(config(make_config(tmp, sim.url, pki)),
@@ -428,13 +500,13 @@ def main(argv: list[str] | None = None) -> int:
             if not all(lane.wait(until) for lane in lanes):
                 raise SystemExit("confirm_delay: some sales were not final in time")
             elapsed = time.monotonic() - start
-            ledger = {str(t["out_trade_no"]): t for t in sim.ledger()}
+            trades, violations = sim.ledger()
+            ledger = {str(t["out_trade_no"]): t for t in trades}
             results = [lane.outcomes(ledger) for lane in lanes]
-            violations = len(sim.violations())
         finally:
             for lane in lanes:
                 lane.close()
-            sim.stop()
+            sim.close()
     print(report(lanes, results, mix, scale=args.scale, rtt=rtt, elapsed=elapsed,
                  violations=violations))
     return 0
