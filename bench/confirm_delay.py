@@ -63,7 +63,7 @@ from posd.config import Config
 from posd.daemon import build_channels
 from posd.engine import Engine, policies_for
 from posd.core.money import Fen
-from posd.core.sale import Policy, Sale, State
+from posd.core.sale import Policy, Sale, State, query_lead
 from posd.store import Store
 from tests.sandbox import ALIPAY_APP_ID, WECHAT, config, make_config
 
@@ -136,10 +136,13 @@ class Schedule:
     def expected_delay(self, confirm_s: float, rtt: float = 0.0) -> float | None:
         """The detection delay this schedule gives a customer confirming at ``confirm_s`` when
         every request takes ``rtt`` to answer (0: the schedule alone); None when the sale is
-        reversed first. Queries go out when due (the schedule does not drift with ``rtt``)."""
+        reversed first. As posd sends them: each query half a round trip before it is due
+        (``posd.core.sale.departure``; the schedule does not drift with ``rtt``), and as the
+        simulator plays the round trip: half on the way there, when it reads the trade."""
+        lead = query_lead([rtt], self.policy)
         for due in self.planned_queries():
-            sent = max(due, rtt)  # the first cannot leave before the pay was answered
-            if sent >= confirm_s:
+            sent = max(due - lead, rtt)  # the first cannot leave before the pay was answered
+            if sent + rtt / 2 >= confirm_s:
                 return sent + rtt - confirm_s
         return None
 

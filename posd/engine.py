@@ -2,7 +2,8 @@
 """The shell that drives sales: store -> channel -> store -> receipt.
 
 Each non-final sale is driven by one worker thread (requests blocks), which performs the
-sale's ``next_action`` at ``next_at``, applies the answer with the pure ``posd.core.sale`` functions
+sale's ``next_action`` at ``next_at`` (a query half a measured round trip earlier, so that it
+reaches the channel when due: ``machine.departure``), applies the answer with the pure ``posd.core.sale`` functions
 and commits the result before doing anything else. The full payment code lives only in that
 worker's memory; the store sees it masked. A cashier cancel or a shutdown wakes the worker,
 which re-reads the sale before acting.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -50,6 +52,10 @@ _Changing = TypeVar("_Changing", Sale, Refund)
 
 #: A sale still reversing this long after its pay call makes /v1/health say degraded.
 REVERSING_LONG_S = 300.0
+#: Query round trips kept per channel for the lead (machine.query_lead: their median), and
+#: the longest one believed (a longer one is the clock stepping, or a stalled answer).
+ROUND_TRIPS_KEPT = 9
+ROUND_TRIP_MAX_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,10 @@ class Engine:
         #: classified channel -> the enabled channel that takes its codes (v3 takes v2's)
         self._takers = registry.takers(self._channels)
         self._last_scan: dict[str, Any] | None = None
+        #: per channel, its last few query round trips (the engine's clock): queries leave
+        #: half of one early (machine.query_lead)
+        self._round_trips: dict[str, deque[float]] = {}
+        self._round_trips_lock = threading.Lock()
         self._scheduler: BackgroundScheduler | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -525,7 +535,7 @@ class Engine:
             sale = self._store.get(sale_id)
             if sale.final or sale.next_action is None or sale.next_at is None:
                 return
-            delay = sale.next_at - self._clock()
+            delay = machine.departure(sale, self.query_lead(sale.channel or "")) - self._clock()
             if delay > 0:
                 wake.wait(delay)
                 wake.clear()
@@ -547,7 +557,11 @@ class Engine:
                     assert auth_code is not None  # _drive turns a code-less PAY into a query
                     return channel.pay(sale.out_trade_no, sale.amount, auth_code, sale.subject)
                 case Action.QUERY:
-                    return channel.query(sale.out_trade_no, sale.amount)
+                    sent = self._clock()
+                    answer = channel.query(sale.out_trade_no, sale.amount)
+                    if not isinstance(answer, machine.Unknown):
+                        self._round_trip(sale.channel or "", self._clock() - sent)
+                    return answer
                 case Action.REVERSE:
                     return channel.reverse(sale.out_trade_no)
                 case None:
@@ -555,6 +569,19 @@ class Engine:
         except Exception as err:  # noqa: BLE001 - a worker's top: an adapter bug must not strand a sale
             log.exception("sale %d: %s raised; treating the outcome as unknown", sale.id, action)
             return machine.Unknown(f"internal error: {type(err).__name__}")
+
+    def query_lead(self, channel: str) -> float:
+        """How much earlier than due this engine sends ``channel``'s queries now."""
+        with self._round_trips_lock:
+            measured = tuple(self._round_trips.get(channel, ()))
+        return machine.query_lead(measured, self._policies.get(channel, Policy()))
+
+    def _round_trip(self, channel: str, seconds: float) -> None:
+        """Keep a query's round trip; one the clock moved under (a step, NTP) is dropped."""
+        if 0.0 <= seconds <= ROUND_TRIP_MAX_S:
+            with self._round_trips_lock:
+                kept = self._round_trips.setdefault(channel, deque(maxlen=ROUND_TRIPS_KEPT))
+                kept.append(seconds)
 
     def _apply(self, sale_id: int, action: Action, result: ChannelResult) -> None:
         with self._cond:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import enum
 import re
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -198,6 +199,9 @@ class Policy:
     #: One last query at the deadline itself before reversing (False: reverse as soon as the
     #: next planned query would be past it, as the Alipay F2F demo does).
     final_query_at_deadline: bool = True
+    #: A query leaves half the channel's measured round trip before it is due, at most this
+    #: much earlier, so that it reaches the channel when due (:func:`departure`); 0: when due.
+    query_lead_max_s: float = 0.25
     pay_retry_delay_s: float = 1.0
     min_reverse_delay_s: float = 0.0
     #: Delays between reverse attempts (no answer, or the channel asks to repeat); the last
@@ -452,8 +456,12 @@ def _schedule(sale: Sale, action: Action, at: float, now: float, policy: Policy,
               message: str) -> Sale:
     """Schedule the next pay/query; past the deadline, one last query at it, then reverse."""
     deadline = sale.deadline_at if sale.deadline_at is not None else now
+    # The answer to the query planned at the deadline is the last, even when it came back
+    # before it (the query left early: departure()).
+    last = sale.next_action is Action.QUERY and (sale.next_at or 0.0) >= deadline
     if at >= deadline:
-        if action is not Action.QUERY or now >= deadline or not policy.final_query_at_deadline:
+        if (action is not Action.QUERY or now >= deadline or last
+                or not policy.final_query_at_deadline):
             return _to_reversing(sale, now, policy, "No answer in time: reversing the payment")
         at = deadline  # a customer confirming in the last seconds is still found
     return _move(sale, state, now, next_action=action, next_at=at, message=message)
@@ -543,6 +551,29 @@ def _count(sale: Sale, action: Action, result: ChannelResult, now: float) -> Sal
             return replace(sale, reverse_attempts=sale.reverse_attempts + 1)
         case _:
             assert_never(action)
+
+
+# --- when the next step leaves ----------------------------------------------------------
+
+
+def query_lead(round_trips: Sequence[float], policy: Policy) -> float:
+    """How much earlier than due a query leaves: half the median of the channel's recent
+    query round trips (the way there; the channel reads the trade when the query arrives),
+    at most ``policy.query_lead_max_s``; 0 with no round trip measured yet."""
+    if not round_trips:
+        return 0.0
+    return max(0.0, min(statistics.median(round_trips) / 2, policy.query_lead_max_s))
+
+
+def departure(sale: Sale, lead: float) -> float:
+    """When the sale's next step is sent: a query ``lead`` seconds before it is due (so that
+    it arrives when due), anything else (pay, reverse) when due, never earlier. The plan
+    itself stays on the due times: :func:`_query_at` counts from them."""
+    if sale.next_at is None:
+        raise InvariantError(f"sale {sale.out_trade_no} has no step planned")
+    if sale.next_action is Action.QUERY:
+        return sale.next_at - lead
+    return sale.next_at
 
 
 # --- phase PAYING: the answer to a pay or a query ----------------------------------------

@@ -100,6 +100,37 @@ def test_deadline_reached_by_query_schedule() -> None:
     assert sale.next_at is not None and sale.next_at >= now
 
 
+def test_a_query_leaves_half_a_round_trip_early_and_the_plan_keeps_its_due_times() -> None:
+    sale = m.on_result(paying(), Action.PAY, m.Pending(), T0 + 0.3, POLICY)
+    lead = m.query_lead([0.080, 0.090, 0.085], POLICY)
+    assert lead == pytest.approx(0.0425)  # half the median: the way there
+    assert m.departure(sale, lead) == pytest.approx(T0 + 1.0 - 0.0425)
+    answered = m.on_result(sale, Action.QUERY, m.Pending(), T0 + 1.0 + 0.0425, POLICY)
+    assert answered.next_at == T0 + 3.0  # from when the query was due, not when it left
+
+
+def test_the_lead_is_bounded_and_only_for_queries() -> None:
+    assert m.query_lead([], POLICY) == 0.0
+    assert m.query_lead([3.0, 4.0], POLICY) == POLICY.query_lead_max_s
+    assert m.query_lead([0.2], replace(POLICY, query_lead_max_s=0.0)) == 0.0
+    fresh = paying()  # its next step is the pay itself
+    assert m.departure(fresh, 0.2) == fresh.next_at
+    reversing = m.cancel(m.on_result(paying(WX), Action.PAY, m.Pending(), T0 + 0.3, WX), T0 + 2,
+                         WX)
+    assert m.departure(reversing, 0.2) == reversing.next_at  # never before WeChat's 15 s
+    with pytest.raises(InvariantError):
+        m.departure(replace(fresh, next_at=None), 0.0)
+
+
+def test_the_query_at_the_deadline_is_the_last_even_if_it_came_back_early() -> None:
+    sale = m.on_result(paying(), Action.PAY, m.Pending(), T0 + 0.3, POLICY)
+    while sale.next_at != T0 + 30:
+        sale = m.on_result(sale, Action.QUERY, m.Pending(), sale.next_at or T0, POLICY)
+    queries = sale.queries
+    early = m.on_result(sale, Action.QUERY, m.Pending(), T0 + 30 - 0.01, POLICY)  # left early
+    assert early.state is State.REVERSING
+    assert early.queries == queries + 1  # no second query at the deadline
+
 @pytest.mark.parametrize(
     ("refunded", "message"),
     [(True, "returned"), (False, "no money"), (None, "any money")],

@@ -426,3 +426,15 @@ def test_a_scan_with_the_database_gone_stops_the_daemon_not_the_reader(h: Harnes
     assert not outcome.accepted and "cannot record" in outcome.reason
     assert h.engine.fatal.is_set()
     h.store = Store.open(h.cfg.database.path)
+
+
+@CHANNELS
+def test_queries_leave_half_the_measured_round_trip_early(h: Harness, sim: Simulator,
+                                                          channel: str) -> None:
+    assert h.engine.query_lead(channel) == 0.0  # nothing measured yet: when due
+    sim.set_round_trip(0.08)  # real channels are 30-100 ms away
+    sale = pay(h, code("0001", channel=channel))  # the customer confirms after a query or two
+    assert sale.state is State.PAID and sale.queries >= 1
+    # half of a round trip of at least the simulator's 80 ms, within the policy's bound
+    assert 0.04 <= h.engine.query_lead(channel) <= h.policies[channel].query_lead_max_s
+    assert not sim.violations()
