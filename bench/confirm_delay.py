@@ -40,7 +40,6 @@ Run from the repository root: ``.venv/bin/python bench/confirm_delay.py`` (``mak
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import statistics

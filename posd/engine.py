@@ -3,10 +3,10 @@
 
 Each non-final sale is driven by one worker thread (requests blocks), which performs the
 sale's ``next_action`` at ``next_at`` (a query half a measured round trip earlier, so that it
-reaches the channel when due: ``machine.departure``), applies the answer with the pure ``posd.core.sale`` functions
-and commits the result before doing anything else. The full payment code lives only in that
-worker's memory; the store sees it masked. A cashier cancel or a shutdown wakes the worker,
-which re-reads the sale before acting.
+reaches the channel when due: ``machine.departure``), applies the answer with the pure
+``posd.core.sale`` functions and commits the result before doing anything else. The full
+payment code lives only in that worker's memory; the store sees it masked. A cashier cancel
+or a shutdown wakes the worker, which re-reads the sale before acting.
 
 Start-up recovery: :meth:`Engine.start` resumes every non-final sale (query; past the
 deadline, reverse) before the caller opens any input. A watchdog job (APScheduler) restarts

@@ -8,8 +8,8 @@ here -- a loaded CI machine must not fail the build.
 from __future__ import annotations
 
 import subprocess
-import threading
 import sys
+import threading
 from pathlib import Path
 
 import pytest
