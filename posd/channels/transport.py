@@ -7,10 +7,11 @@ processing it"): only a failed connect or TLS handshake is ``Unknown(may_have_ar
 a read timeout, a reset or close after sending, anything else is ``may_have_arrived=True``.
 ``requests.ConnectionError`` wraps both kinds, so the whole cause chain is read.
 
-TLS: one ``ssl.SSLContext`` per (CA bundle, client certificate), made at the first request
-that needs it and kept (:class:`Adapter`). Left to themselves, requests and urllib3 make a
-context for every new connection and load the CA bundle into it: certifi's ~150
-certificates, tens of milliseconds of CPU and ~0.8 MB held as long as that connection
+TLS: one ``ssl.SSLContext`` per (CA bundle, client certificate) in the process, made at the
+first request that needs it and kept (:class:`Adapter`, :func:`tls_context`): a WeChat and
+an Alipay client verifying with the same bundle share one. Left to themselves, requests and
+urllib3 make a context for every new connection and load the CA bundle into it: certifi's
+~150 certificates, tens of milliseconds of CPU and ~0.8 MB held as long as that connection
 lives, each time a pool opens a connection (after a keep-alive expired, a reset, a second
 request at once). Verification is unchanged: urllib3's context (TLS 1.2+, its ciphers),
 ``CERT_REQUIRED`` and OpenSSL's hostname check, as requests' own would be.
@@ -49,8 +50,24 @@ Verify = str | bool
 Cert = str | tuple[str, str] | None  #: a file with both, or (certificate, key)
 
 
+_contexts: dict[tuple[Verify, Cert], ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def tls_context(verify: Verify, cert: Cert) -> ssl.SSLContext:
+    """The process's context for ``verify`` (True: certifi's bundle; a file or directory of
+    CAs) and ``cert`` (client certificate and key files), made at the first call. The files
+    are read then, once: a bundle changed on disk is read at the next start (a context that
+    could not be made is not kept: the next call tries again)."""
+    with _contexts_lock:
+        if (context := _contexts.get((verify, cert))) is None:
+            context = _contexts[verify, cert] = _make_context(verify, cert)
+        return context
+
+
 class Adapter(HTTPAdapter):
-    """requests' adapter with one TLS context per (``verify``, ``cert``), made once.
+    """requests' adapter that gives each pool the process's TLS context for its (``verify``,
+    ``cert``) (:func:`tls_context`).
 
     Pools are keyed by that context (urllib3's ``PoolKey.key_ssl_context``), and their
     connections are given it with no CA file or certificate of their own to load. A CA
@@ -59,26 +76,13 @@ class Adapter(HTTPAdapter):
     tried again at the next request, not remembered.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._contexts: dict[tuple[Verify, Cert], ssl.SSLContext] = {}
-        self._lock = threading.Lock()
-
-    def tls_context(self, verify: Verify, cert: Cert) -> ssl.SSLContext:
-        """The context for ``verify`` (True: certifi's bundle; a file or directory of CAs)
-        and ``cert`` (client certificate and key files), made at the first call."""
-        with self._lock:
-            if (context := self._contexts.get((verify, cert))) is None:
-                context = self._contexts[verify, cert] = _make_context(verify, cert)
-            return context
-
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Verify, cert: Cert = None,
     ) -> tuple[Any, Any]:  # requests' TypedDicts exist only for type checkers
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
             request, verify, cert)
         if host_params["scheme"] == "https" and verify is not False:
-            pool_kwargs = {"ssl_context": self.tls_context(verify, cert),
+            pool_kwargs = {"ssl_context": tls_context(verify, cert),
                            "cert_reqs": "CERT_REQUIRED"}
         return host_params, pool_kwargs
 

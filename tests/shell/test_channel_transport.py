@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from posd.channels import Channel
+from posd.channels import Channel, transport
 from posd.channels.alipay.client import Alipay
 from posd.channels.simulator import TestPki
 from posd.channels.wechat.client import WechatPay
@@ -172,3 +172,28 @@ def test_the_ca_bundle_is_loaded_once_not_for_every_connection(
     assert isinstance(_call(spec, client, "pay"), Paid)
     assert isinstance(_call(spec, client, "pay"), Paid)
     assert len({r.peer_port for r in server.received}) == 3  # three connections
+
+
+def test_channels_with_the_same_ca_bundle_share_one_context(
+        pki: TestPki, scripted_server: Callable[..., ScriptedServer], tmp_path: Path) -> None:
+    """A WeChat and an Alipay client verifying with one bundle: the second verifies with the
+    context the first made (the process reads the bundle once), and the bundle of another
+    path is a context of its own."""
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(Path(pki.ca_cert_file).read_bytes())
+    wechat, alipay = SPECS["wechat"], SPECS["alipay"]
+    wechat_server = scripted_server([wechat.paid()], tls=wx.server_tls(pki))
+    alipay_server = scripted_server([alipay.paid()], tls=wx.server_tls(pki))
+    first = wechat.make(wechat_server.url, pki, {"ca_file": str(ca)})
+    second = alipay.make(alipay_server.url, pki, {"ca_file": str(ca)})
+    try:
+        assert isinstance(_call(wechat, first, "pay"), Paid)
+        ca.write_text("not a certificate\n")  # read again, this would refuse the connection
+        assert isinstance(_call(alipay, second, "pay"), Paid)
+    finally:
+        first.close()
+        second.close()
+    assert transport.tls_context(str(ca), None) is transport.tls_context(str(ca), None)
+    other = tmp_path / "other.pem"
+    other.write_bytes(Path(pki.ca_cert_file).read_bytes())
+    assert transport.tls_context(str(other), None) is not transport.tls_context(str(ca), None)
