@@ -4,8 +4,9 @@
 Each case is a fresh interpreter that builds and starts the real daemon (SQLite file, API on
 loopback, the channels against a simulator in the test's process), then reports which of
 the heavy libraries it imported: python-escpos (and Pillow) only for an ESC/POS printer,
-cryptography only for a channel that signs with RSA. About 9 MB each in the daemon's RSS
-(docs/benchmarks.md § RSS over 100,000 sales).
+cryptography only for a channel that signs with RSA, and its X.509 modules only for one that
+reads certificates (Alipay's certificate mode, WeChat Pay v3). About 9 MB each in the
+daemon's RSS (docs/benchmarks.md § RSS over 100,000 sales).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from posd import memory
 from posd.channels.simulator import AlipayKeys, Simulator, TestPki
 from tests.sandbox import make_config, start_simulator, to_toml
 
-HEAVY = ("cryptography", "escpos", "PIL")
+#: modules the daemon loads only for the set-ups that use them (by their exact names)
+HEAVY = ("cryptography", "cryptography.x509", "escpos", "PIL")
 
 PROBE = """
 import json, sys
@@ -38,7 +40,7 @@ from posd.daemon import Daemon
 daemon = Daemon.build(load(Path(sys.argv[1])))
 daemon.start()
 try:
-    loaded = sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[2:]))
+    loaded = sorted(name for name in sys.argv[2:] if name in sys.modules)
     print(json.dumps({"loaded": loaded, "arenas": arenas, "trim": memory.trim()}))
 finally:
     daemon.stop()
@@ -77,6 +79,7 @@ def test_an_escpos_printer_loads_python_escpos(tmp_path: Path, sim: Simulator,
 
 def test_alipay_loads_cryptography(tmp_path: Path, sim: Simulator, pki: TestPki,
                                    alipay_keys: AlipayKeys) -> None:
+    """Public-key mode: RSA, not X.509 (certificate mode's module is loaded by that mode)."""
     data = make_config(tmp_path, sim.url, pki, alipay=alipay_keys)
     assert _loaded(tmp_path, data)["loaded"] == ["cryptography"]
 

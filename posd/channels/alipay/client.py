@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 from urllib.parse import urlencode, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -42,7 +42,6 @@ from posd.channels.answers import Rejected, hide, logged_query, scrub, text, wit
 from posd.core.zones import BEIJING
 from posd.core import alipay_codes as codes
 from posd.core import alipay_wire as wire
-from posd.core.alipay_certs import CertError, CertMode, cert_mode, rotated
 from posd.core.bills import BillAnswer, BillFailed, NoBill
 from posd.core.codes import mask
 from posd.channels.alipay.config import AlipayConfig
@@ -53,6 +52,9 @@ from posd.core.refund import (
     Abnormal, Accepted, NoRefund, Processing, RefundAnswer, Refunded, RefundRefused,
 )
 from posd.core.sale import ChannelResult, Closed, Declined, NotFound, Paid, Pending, Unknown
+
+if TYPE_CHECKING:  # certificate mode's module (and cryptography's X.509) only in that mode
+    from posd.core.alipay_certs import CertMode
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,8 @@ class Alipay:
             assert certs is not None
             if certs.alipay_cert_sn == wanted_sn:
                 return None  # another thread did it meanwhile
+            from posd.core.alipay_certs import CertError, rotated
+
             raw = self._send(CERT_DOWNLOAD, {"alipay_cert_sn": wanted_sn})
             if isinstance(raw, Unknown):
                 return f"the download failed: {raw.detail}"
@@ -384,6 +388,9 @@ def _cert_content(answer: wire.Answer) -> bytes:
 
 def read_cert_mode(config: AlipayConfig) -> CertMode:
     """Read and check certificate mode's three files (ConfigError naming the key)."""
+    # Here, not at the top: a till in public-key mode never loads cryptography's X.509.
+    from posd.core.alipay_certs import CertError, cert_mode
+
     files = {}
     for name in ("app_cert_file", "alipay_cert_file", "alipay_root_cert_file"):
         path = getattr(config, name)
