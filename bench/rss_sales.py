@@ -107,21 +107,21 @@ def sell(register: Register, i: int) -> dict:  # type: ignore[type-arg]
     return sale
 
 
-def log_of(work: Path, out_trade_no: str) -> list[str]:
-    """The daemon's log lines about one trade."""
+def log_lines(work: Path) -> list[str]:
+    """The daemon's log so far, or one line saying why it cannot be read."""
     try:
-        text = (work / "posd.log").read_text(encoding="utf-8", errors="replace")
+        return (work / "posd.log").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as err:
         return [f"(cannot read posd.log: {err})"]
-    return [line for line in text.splitlines() if out_trade_no in line]
+
+
+def log_of(work: Path, out_trade_no: str) -> list[str]:
+    """The daemon's log lines about one trade."""
+    return [line for line in log_lines(work) if out_trade_no in line]
 
 
 def log_tail(work: Path, lines: int = 30) -> str:
-    try:
-        text = (work / "posd.log").read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        return f"(cannot read posd.log: {err})"
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(log_lines(work)[-lines:])
 
 
 def figures_free_port() -> int:

@@ -429,7 +429,8 @@ class Store:
             if not rows:
                 raise NotFoundError(f"no sale {sale_id}")
             sale = _sale(rows[0])
-            refunds = [_refund(r) for r in _rows(db, "refunds", "sale_id = ?", [sale_id], "id")]
+            refunds = [_refund(r) for r in _rows(db, "refunds", "sale_id = ?", [sale_id],
+                                                         order_by="id")]
             decided = make(sale, refunds, self._next(db, "refund_seq"))
             if isinstance(decided, Refusal):
                 raise (ConflictError if decided.kind == "conflict" else InputError)(
@@ -515,10 +516,8 @@ class Store:
             return self._insert_job(db, job)
 
     def _insert_job(self, db: Database, job: PrintJob) -> PrintJob | None:
-        row = job.row()
-        cursor = db.execute(f"insert or ignore into print_jobs ({', '.join(row)}) "
-                            f"values ({', '.join('?' for _ in row)})", list(row.values()))
-        return replace(job, id=int(cursor.lastrowid or 0)) if cursor.rowcount else None
+        job_id = _insert(db, "print_jobs", job.row(), ignore=True)
+        return replace(job, id=job_id) if job_id else None
 
     def update_print_job(self, job: PrintJob) -> None:
         with self._tx() as db:
