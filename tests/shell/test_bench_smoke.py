@@ -43,12 +43,15 @@ ROOT = Path(__file__).parents[2]
          ["load_report (rollup sums + attention list)", "... + paper layout as text",
           "baseline: daily_report over Sale objects", "20,000 sales over one day"]),
         (["pg_body_type.py", "--quick"], ["jsonb", "json", "µs per row"]),
+        (["hq_store_parts.py", "--quick"],
+         ["check the records (parse_batch)", "insert into records", "upsert into sales",
+          "PostgreSQL's CPU over them", "baseline: store() whole, wall"]),
         (["reconcile.py", "--quick"],
          ["posd reconcile, whole run", "parse + match (core)",
           "baseline: csv.DictReader + dict join", "(no verdict on a quick run)"]),
     ],
     ids=["scan_latency", "scan_latency-http", "confirm_delay", "idle", "year_till", "rss_sales",
-         "hq_chain", "z_report", "pg_body_type", "reconcile"],
+         "hq_chain", "z_report", "pg_body_type", "hq_store_parts", "reconcile"],
 )
 def test_bench_script_runs_and_prints_its_table(command: list[str], expected: list[str]) -> None:
     script, *args = command
