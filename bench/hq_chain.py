@@ -102,6 +102,20 @@ def terminal_main(db: Path, terminal: str, urls: list[str]) -> int:
     return report(result.accepted, left, finished, cpu)
 
 
+def encoded_batches(db: Path, terminal: str,
+                    size: int = 500) -> list[tuple[list[OutboxRow], bytes]]:
+    """The terminal's whole outbox as it sends it: (rows, body) for each batch of ``size``,
+    encoded by the terminal's ``encode_batch``."""
+    store = Store.open(db)
+    batches: list[tuple[list[OutboxRow], bytes]] = []
+    after = 0
+    while rows := store.outbox_unsent(size, after):
+        batches.append((rows, encode_batch(STORE, terminal, rows, UTC)))
+        after = rows[-1].seq
+    store.close()
+    return batches
+
+
 def pusher_main(db: Path, terminal: str, urls: list[str]) -> int:
     """``--pusher``: a terminal whose work is done before the clock, so that only HQ's is
     timed (a chain's terminals are machines of their own, not this one's 2 cores): the
@@ -110,14 +124,8 @@ def pusher_main(db: Path, terminal: str, urls: list[str]) -> int:
     by the terminal's client and HQ's answer read by the terminal's ``settle``, one batch
     in flight at a time as ``Syncer.push_all`` does; every record must come back accepted.
     """
-    store = Store.open(db)
     client = client_for(terminal, urls)
-    batches: list[tuple[list[OutboxRow], bytes]] = []
-    after = 0
-    while rows := store.outbox_unsent(500, after):
-        batches.append((rows, encode_batch(STORE, terminal, rows, UTC)))
-        after = rows[-1].seq
-    store.close()
+    batches = encoded_batches(db, terminal)
     print("ready", flush=True)
     sys.stdin.readline()
     cpu = time.process_time()

@@ -34,13 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastapi.responses import JSONResponse  # noqa: E402
 
 from bench.figures import command_line, machine, table  # noqa: E402
-from bench.hq_chain import STORE, fill, postgres_cpu  # noqa: E402
+from bench.hq_chain import STORE, encoded_batches, fill, postgres_cpu  # noqa: E402
 from posd.core import hq_protocol as protocol  # noqa: E402
 from posd.hq import codec, server  # noqa: E402
 from posd.hq import postgres as pg  # noqa: E402
 from posd.hq.client import encode_batch  # noqa: E402
-from posd.hq.storage import body, unique_records  # noqa: E402
-from posd.store import Store  # noqa: E402
 from tests.postgres import Cluster, remove_cluster, start_cluster  # noqa: E402
 
 BATCH = 500
@@ -50,15 +48,10 @@ KEY = b"k" * 32
 
 def batches(records: int) -> list[bytes]:
     """The terminal's outbox of ``records`` sales, encoded as it sends them."""
-    work = Path(tempfile.mkdtemp(prefix="posd-hq-parts-"))
-    fill(work / "terminal.db", TERMINAL, records)
-    store = Store.open(work / "terminal.db")
-    out, after = [], 0
-    while rows := store.outbox_unsent(BATCH, after):
-        out.append(encode_batch(STORE, TERMINAL, rows, UTC))
-        after = rows[-1].seq
-    store.close()
-    return out
+    with tempfile.TemporaryDirectory(prefix="posd-hq-parts-") as work:
+        fill(Path(work) / "terminal.db", TERMINAL, records)
+        return [body_ for _, body_ in encoded_batches(Path(work) / "terminal.db", TERMINAL,
+                                                       BATCH)]
 
 
 def _best(step: Callable[[], object], records: int, repeats: int = 10) -> float:
@@ -81,9 +74,7 @@ def receiver_steps(raw: bytes) -> list[tuple[str, float]]:
     return [
         ("decode the body (codec.loads)", _best(lambda: codec.loads(raw), n)),
         ("check the records (parse_batch)", _best(lambda: protocol.parse_batch(data), n)),
-        ("the COPY rows (body encoded)", _best(lambda: [
-            (r.record_id, r.seq, r.type, r.day, body(r), r.out_trade_no, r.state, r.amount,
-             r.channel) for r in unique_records(good)], n)),
+        ("the COPY rows (body encoded)", _best(lambda: pg.copy_rows(good), n)),
         ("the per-record answer", _best(lambda: server.answer(batch, set(new)), n)),
         ("its JSON response", _best(lambda: JSONResponse(answer), n)),
         ("the signature (HMAC-SHA256)", _best(
@@ -96,13 +87,13 @@ def _records(raws: list[bytes]) -> list[list[protocol.Record]]:
              if isinstance(r, protocol.Record)] for raw in raws]
 
 
-def statements(cluster: Cluster, raws: list[bytes]) -> tuple[dict[str, float], float, float]:
+def statements(cluster: Cluster,
+               batches_: list[list[protocol.Record]]) -> tuple[dict[str, float], float, float]:
     """({step: µs a record}, PostgreSQL CPU µs a record, wall µs a record), steps apart."""
     storage = pg.PostgresStorage(cluster.create_database(), max_connections=1)
     parts = dict.fromkeys(("COPY into the staging table", "insert into records",
                            "upsert into sales", "commit"), 0.0)
     names = list(parts)
-    batches_ = _records(raws)
     n = sum(len(b) for b in batches_)
     cpu, started = postgres_cpu(cluster), time.perf_counter()
     try:
@@ -111,9 +102,8 @@ def statements(cluster: Cluster, raws: list[bytes]) -> tuple[dict[str, float], f
             with storage._pool.connection() as conn:
                 marks = [time.perf_counter()]
                 with conn.cursor().copy(pg._COPY) as copy:
-                    for r in unique_records(records):
-                        copy.write_row((r.record_id, r.seq, r.type, r.day, body(r),
-                                        r.out_trade_no, r.state, r.amount, r.channel))
+                    for row in pg.copy_rows(records):
+                        copy.write_row(row)
                 marks.append(time.perf_counter())
                 conn.execute(pg._INSERT_RECORDS, [STORE, TERMINAL]).fetchall()
                 marks.append(time.perf_counter())
@@ -129,10 +119,9 @@ def statements(cluster: Cluster, raws: list[bytes]) -> tuple[dict[str, float], f
     return ({k: v / n * 1e6 for k, v in parts.items()}, cpu / n * 1e6, wall / n * 1e6)
 
 
-def whole(cluster: Cluster, raws: list[bytes]) -> tuple[float, float]:
+def whole(cluster: Cluster, batches_: list[list[protocol.Record]]) -> tuple[float, float]:
     """(wall µs, PostgreSQL CPU µs) a record of ``store()`` as the receiver calls it."""
     storage = pg.PostgresStorage(cluster.create_database(), max_connections=1)
-    batches_ = _records(raws)
     n = sum(len(b) for b in batches_)
     cpu, started = postgres_cpu(cluster), time.perf_counter()
     try:
@@ -157,8 +146,9 @@ def main() -> int:
     if cluster is None:
         raise SystemExit("hq_store_parts: PostgreSQL server binaries (initdb, pg_ctl) not found")
     try:
-        base_wall, base_cpu = whole(cluster, raws)
-        parts, pg_cpu, wall = statements(cluster, raws)
+        records = _records(raws)
+        base_wall, base_cpu = whole(cluster, records)
+        parts, pg_cpu, wall = statements(cluster, records)
     finally:
         remove_cluster(cluster)
     print("hq_store_parts: where a record's CPU goes at HQ (receiver's Python, PostgreSQL)")

@@ -107,6 +107,13 @@ where excluded.seq > sales.seq
 _Unavailable = (psycopg.OperationalError, PoolTimeout)
 
 
+def copy_rows(records: Sequence[Record]) -> list[tuple[Any, ...]]:
+    """The staging table's rows for a batch, in ``_COPY``'s column order, each record id
+    once (:func:`unique_records`)."""
+    return [(r.record_id, r.seq, r.type, r.day, body(r), r.out_trade_no, r.state, r.amount,
+             r.channel) for r in unique_records(records)]
+
+
 def month_of(day: str) -> date:
     """The first day of ``day``'s month (``day`` is checked YYYY-MM-DD by the protocol; a
     day that does not exist, 2024-02-30, still has a month, and PostgreSQL refuses it)."""
@@ -184,9 +191,8 @@ class PostgresStorage:
         try:
             with self._pool.connection() as conn:
                 with conn.cursor().copy(_COPY) as copy:
-                    for r in unique_records(records):
-                        copy.write_row((r.record_id, r.seq, r.type, r.day, body(r),
-                                        r.out_trade_no, r.state, r.amount, r.channel))
+                    for row in copy_rows(records):
+                        copy.write_row(row)
                 new = {row[0] for row in conn.execute(
                     _INSERT_RECORDS, [store_id, terminal_id]).fetchall()}
                 conn.execute(self._upsert_sales, [store_id, terminal_id])
