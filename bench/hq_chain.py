@@ -52,7 +52,8 @@ from posd.core.sale import Sale, State, make_out_trade_no  # noqa: E402
 from posd.hq.client import HqClient, encode_batch, settle  # noqa: E402
 from posd.store import OutboxRow, Store  # noqa: E402
 from posd.sync import Syncer  # noqa: E402
-from tests.hq_fixtures import T0, TOKEN, Receiver, bulk_outbox, write_secret  # noqa: E402
+from tests.hq_fixtures import (  # noqa: E402
+    T0, TOKEN, Receiver, bulk_outbox, postgres_counts, write_secret)  # noqa: E402
 from tests.postgres import Cluster, remove_cluster, start_cluster  # noqa: E402
 
 TARGET = 20_000.0
@@ -174,10 +175,8 @@ def count(db: str) -> tuple[int, int]:
     import psycopg
 
     with psycopg.connect(db) as conn:
-        records = conn.execute("select count(*) from records").fetchone()
-        sales = conn.execute("select count(*) from sales").fetchone()
-    assert records is not None and sales is not None
-    return int(records[0]), int(sales[0])
+        counts = postgres_counts(conn)
+    return counts["records"], counts["sales"]
 
 
 def run(work: Path, cluster: Cluster, token: Path, terminals: int, records: int,

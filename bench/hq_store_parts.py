@@ -11,7 +11,7 @@ as three figures; this script splits the last two. One terminal's outbox of sale
   per-record answer and its JSON response, the signature;
 - ``PostgresStorage.store`` for every batch on a throw-away PostgreSQL with fsync on, one
   connection, one step timed at a time: the COPY into the staging table (client included),
-  the insert into ``records``, the upsert into ``sales``, the commit; PostgreSQL's CPU from
+  the insert into ``records``, the commit; PostgreSQL's CPU from
   /proc over the whole. Beside it, the baseline: ``store()`` called as the receiver calls
   it on a fresh database, timed whole.
 
@@ -91,8 +91,7 @@ def statements(cluster: Cluster,
                batches_: list[list[protocol.Record]]) -> tuple[dict[str, float], float, float]:
     """({step: µs a record}, PostgreSQL CPU µs a record, wall µs a record), steps apart."""
     storage = pg.PostgresStorage(cluster.create_database(), max_connections=1)
-    parts = dict.fromkeys(("COPY into the staging table", "insert into records",
-                           "upsert into sales", "commit"), 0.0)
+    parts = dict.fromkeys(("COPY into the staging table", "insert into records", "commit"), 0.0)
     names = list(parts)
     n = sum(len(b) for b in batches_)
     cpu, started = postgres_cpu(cluster), time.perf_counter()
@@ -105,9 +104,7 @@ def statements(cluster: Cluster,
                     for row in pg.copy_rows(records):
                         copy.write_row(row)
                 marks.append(time.perf_counter())
-                conn.execute(pg._INSERT_RECORDS, [STORE, TERMINAL]).fetchall()
-                marks.append(time.perf_counter())
-                conn.execute(storage._upsert_sales, [STORE, TERMINAL])
+                conn.execute(storage._insert, [STORE, TERMINAL]).fetchall()
                 marks.append(time.perf_counter())
                 conn.commit()
                 marks.append(time.perf_counter())
@@ -161,7 +158,7 @@ def main() -> int:
     print(table(["receiver's Python, one batch (fastest of 10)", "µs"], rows))
     print()
     rows = [[name, f"{us:.1f}"] for name, us in parts.items()]
-    rows.append(["the four, wall", f"{wall:.1f}"])
+    rows.append(["the three, wall", f"{wall:.1f}"])
     rows.append(["PostgreSQL's CPU over them", f"{pg_cpu:.1f}"])
     rows.append(["baseline: store() whole, wall", f"{base_wall:.1f}"])
     rows.append(["baseline: store() whole, PostgreSQL's CPU", f"{base_cpu:.1f}"])

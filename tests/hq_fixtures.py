@@ -171,15 +171,24 @@ def make_syncer(store: Store, url: str, *, token: str = TOKEN, key: bytes | None
                   tz=UTC, **extra)
 
 
+def postgres_counts(conn: Any) -> dict[str, int]:
+    """Records and sales in a receiver's PostgreSQL: a sale is its records' out_trade_no
+    (or a row of ``sales``, in a database made with that table)."""
+    has_sales = conn.execute("select to_regclass('sales') is not null").fetchone()[0]
+    sales = ("select count(*) from sales" if has_sales else
+             "select count(*) from (select distinct store_id, terminal_id, out_trade_no "
+             "from records where type = 'sale') s")
+    return {"records": int(conn.execute("select count(*) from records").fetchone()[0]),
+            "sales": int(conn.execute(sales).fetchone()[0])}
+
+
 def hq_counts(hq: Hq) -> dict[str, int]:
     """How many records and sales the receiver's database holds (duplicates would show)."""
     if hq.db.startswith("postgresql://"):
         import psycopg
 
         with psycopg.connect(hq.db) as conn:
-            counts = {t: conn.execute(f"select count(*) from {t}").fetchone()  # type: ignore[arg-type]
-                      for t in ("records", "sales")}
-            return {t: int(row[0]) for t, row in counts.items() if row is not None}
+            return postgres_counts(conn)
     conn = sqlite3.connect(hq.db)
     try:
         return {t: conn.execute(f"select count(*) from {t}").fetchone()[0]

@@ -2,26 +2,32 @@
 """HQ storage in PostgreSQL (psycopg 3): production, any number of receiver processes.
 
 Every receiver process is stateless. A batch is one transaction: COPY into a per-connection
-temporary table, then ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` into ``records``
-(which says which records were new) and an upsert into ``sales``.
+temporary table, then one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` into ``records``
+(which says which records were new).
 
-Both tables are partitioned by business month (``PARTITION BY RANGE (day)``, one partition
-``records_YYYY_MM`` / ``sales_YYYY_MM`` a month), so that a chain's years of records stay
-cheap to query, vacuum and archive (a month is dropped or detached whole). A unique key on a
-partitioned table must include the partition column, so the keys are (store_id,
-terminal_id, record_id, day) and (store_id, terminal_id, out_trade_no, day): a record's day
-comes from its own content (a sale's business day of ``created_at``; a refund's of
-``refunded_at``), so the same record sent again has the same day and is stored once. A
-month's partitions are made before the first batch that needs them, under the schema lock,
-and remembered by the process. A database made before partitioning (ordinary tables) is
-used as it is, with its old keys; docs/hq-sync.md says how to move it.
+``records`` is partitioned by business month (``PARTITION BY RANGE (day)``, one partition
+``records_YYYY_MM`` a month), so that a chain's years of records stay cheap to query, vacuum
+and archive (a month is dropped or detached whole). A unique key on a partitioned table must
+include the partition column, so the key is (store_id, terminal_id, record_id, day): a
+record's day comes from its own content (a sale's business day of ``created_at``; a
+refund's of ``refunded_at``), so the same record sent again has the same day and is stored
+once. A month's partitions are made before the first batch that needs them, under the schema
+lock, and remembered by the process.
 
-The day totals (``day``) read one partition through its ``(store_id, day)`` index: never a
-scan of all records. Two processes given the
-same batch at the same moment store it once and both answer correctly (the second waits on
-the first's row locks, then finds the rows there). Rows are written in key order, so
-overlapping batches cannot deadlock; if PostgreSQL reports one anyway, the batch is
-answered 503 and the terminal sends it again.
+A sale record's state, amount, channel and ``out_trade_no`` are columns of its row, and the
+day totals (``day``) take each sale's record with the highest ``seq`` among the day's rows
+of one partition, read through the ``(store_id, day, type)`` index: never a scan of all
+records. (Until 2026-12-04 a second table, ``sales``, kept that latest state by an upsert per
+sale record; it cost PostgreSQL as much as the records themselves. A database made with it,
+partitioned or from before partitioning, is used as it is, the old way; docs/hq-sync.md
+says how to move it.) Bodies are ``json``: checked by PostgreSQL and kept as the receiver
+wrote them, queryable with ``->`` / ``->>`` and expression indexes, at half of ``jsonb``'s
+parsing cost; a database whose ``body`` is ``jsonb`` keeps it.
+
+Two processes given the same batch at the same moment store it once and both answer
+correctly (the second waits on the first's index entries, then finds the rows there). Rows
+are written in key order, so overlapping batches cannot deadlock; if PostgreSQL reports one
+anyway, the batch is answered 503 and the terminal sends it again.
 """
 
 from __future__ import annotations
@@ -42,37 +48,32 @@ log = logging.getLogger(__name__)
 #: any fixed number: serialises schema creation between receivers starting together.
 _SCHEMA_LOCK = 0x706F7364
 
-#: ``records_day`` holds only the records that are not sales (summaries, refunds,
-#: reconciliations: a few a day), which are the ones read by day; a day's sales are counted
-#: from ``sales``. So a sale record costs one index entry in ``records``, not two.
+#: this layout (2026-12-04 on): one partitioned table; see the module's docstring.
 _SCHEMA = """
 create table if not exists records (
     store_id text not null, terminal_id text not null, record_id text not null,
-    seq bigint not null, type text not null, day date not null, body jsonb not null,
+    seq bigint not null, type text not null, day date not null, body json not null,
+    out_trade_no text, state text, amount_fen bigint, channel text,
     received_at timestamptz not null default now(),
     primary key (store_id, terminal_id, record_id, day)
 ) partition by range (day);
-create index if not exists records_day on records (store_id, day, type) where type <> 'sale';
-create table if not exists sales (
-    store_id text not null, terminal_id text not null, out_trade_no text not null,
-    day date not null, state text not null, amount_fen bigint not null, channel text,
-    seq bigint not null, record_id text not null,
-    primary key (store_id, terminal_id, out_trade_no, day)
-) partition by range (day);
-create index if not exists sales_day on sales (store_id, day);
+create index if not exists records_day on records (store_id, day, type);
 """
 
-#: the two tables' kinds in pg_class: 'p' partitioned (this layout), 'r' ordinary (before)
+#: the tables there are, their kinds in pg_class ('p' partitioned, 'r' ordinary) and the
+#: type of records.body
 _LAYOUT = """
-select c.relname, c.relkind from pg_class c
+select c.relname, c.relkind, format_type(a.atttypid, a.atttypmod) from pg_class c
+left join pg_attribute a on a.attrelid = c.oid and a.attname = 'body'
 where c.relname in ('records', 'sales') and c.relnamespace = current_schema()::regnamespace
 """
 
 #: each connection's staging table: a batch is COPYed in (a 500-record batch as text[]
-#: parameters took 40 ms to send and parse, COPY takes 6), then moved by two statements.
+#: parameters took 40 ms to send and parse, COPY takes 6), then moved by one statement (two
+#: on a database with ``sales``). ``body`` is text here, parsed once, into records' type.
 _STAGING = """
 create temp table incoming (
-    record_id text, seq bigint, type text, day date, body jsonb, out_trade_no text,
+    record_id text, seq bigint, type text, day date, body text, out_trade_no text,
     state text, amount_fen bigint, channel text
 ) on commit delete rows
 """
@@ -81,8 +82,31 @@ _COPY = ("copy incoming (record_id, seq, type, day, body, out_trade_no, state, a
          "channel) from stdin")
 
 _INSERT_RECORDS = """
+insert into records (store_id, terminal_id, record_id, seq, type, day, body, out_trade_no,
+                     state, amount_fen, channel)
+select %s, %s, record_id, seq, type, day, body::{body}, out_trade_no, state, amount_fen,
+    channel
+from incoming
+order by record_id
+on conflict do nothing
+returning record_id
+"""
+
+#: a day's sales per terminal and state: each sale's record with the highest seq (the first
+#: stored of equal ones), from one partition through records_day
+_DAY_SALES = """
+select terminal_id, state, count(*), coalesce(sum(amount_fen), 0) from (
+    select distinct on (terminal_id, out_trade_no) terminal_id, state, amount_fen
+    from records where store_id = %s and day = %s and type = 'sale'
+    order by terminal_id, out_trade_no, seq desc, received_at, record_id
+) latest group by terminal_id, state
+"""
+
+#: the layout with a ``sales`` table (before 2026-12-04): records without the sale's
+#: columns, and one upsert per batch into ``sales``
+_INSERT_RECORDS_WITH_SALES = """
 insert into records (store_id, terminal_id, record_id, seq, type, day, body)
-select %s, %s, record_id, seq, type, day, body from incoming
+select %s, %s, record_id, seq, type, day, body::{body} from incoming
 order by record_id
 on conflict do nothing
 returning record_id
@@ -102,6 +126,11 @@ on conflict ({key}) do update set
     day = excluded.day, state = excluded.state, amount_fen = excluded.amount_fen,
     channel = excluded.channel, seq = excluded.seq, record_id = excluded.record_id
 where excluded.seq > sales.seq
+"""
+
+_DAY_SALES_TABLE = """
+select terminal_id, state, count(*), coalesce(sum(amount_fen), 0)
+from sales where store_id = %s and day = %s group by terminal_id, state
 """
 
 _Unavailable = (psycopg.OperationalError, PoolTimeout)
@@ -146,20 +175,45 @@ class PostgresStorage:
             self._pool.open(wait=True, timeout=timeout)
             with self._pool.connection() as conn:
                 conn.execute("select pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
-                kinds: dict[str, str] = dict(conn.execute(_LAYOUT).fetchall())
-                if not kinds:
+                layout = {name: (kind, body_type)
+                          for name, kind, body_type in conn.execute(_LAYOUT).fetchall()}
+                if not layout:
                     conn.execute(_SCHEMA)
-                    kinds = dict(conn.execute(_LAYOUT).fetchall())
+                    layout = {name: (kind, body_type)
+                              for name, kind, body_type in conn.execute(_LAYOUT).fetchall()}
         except (*_Unavailable, psycopg.Error) as err:
             self._pool.close()
             raise StorageUnavailable(f"cannot use PostgreSQL: {err}") from err
-        #: whether the tables are partitioned by month (else: a database from before)
-        self.partitioned = kinds.get("records") == "p" and kinds.get("sales") == "p"
+        if "records" not in layout:
+            self._pool.close()
+            raise StorageUnavailable("cannot use PostgreSQL: the database has a 'sales' table "
+                                     "but no 'records'")
+        records_kind, body_type = layout["records"]
+        if body_type not in ("json", "jsonb"):
+            self._pool.close()
+            raise StorageUnavailable(f"cannot use PostgreSQL: records.body is {body_type}, "
+                                     "not json or jsonb")
+        #: whether records (and sales, if there is such a table) are partitioned by month
+        self.partitioned = records_kind == "p" and layout.get("sales", ("p",))[0] == "p"
+        #: whether the database keeps each sale's state in a ``sales`` table (made before
+        #: 2026-12-04): written and read the old way
+        self.sales_table = "sales" in layout
         if not self.partitioned:
             log.warning("HQ database: records/sales are not partitioned by month (made "
                         "before partitioning): used as they are; see docs/hq-sync.md")
-        key = "store_id, terminal_id, out_trade_no" + (", day" if self.partitioned else "")
-        self._upsert_sales = _UPSERT_SALES.format(key=key)
+        elif self.sales_table:
+            log.warning("HQ database: made with a 'sales' table (before 2026-12-04): used "
+                        "as it is, at about half the records/s; see docs/hq-sync.md")
+        self._tables = ("records", "sales") if self.sales_table else ("records",)
+        if self.sales_table:
+            key = "store_id, terminal_id, out_trade_no" + (", day" if self.partitioned else "")
+            self._insert = _INSERT_RECORDS_WITH_SALES.format(body=body_type)
+            self._upsert_sales: str | None = _UPSERT_SALES.format(key=key)
+            self._day_sales = _DAY_SALES_TABLE
+        else:
+            self._insert = _INSERT_RECORDS.format(body=body_type)
+            self._upsert_sales = None
+            self._day_sales = _DAY_SALES
         self._months: set[date] = set()
         if self.partitioned:
             today = date.today()
@@ -176,7 +230,7 @@ class PostgresStorage:
             with self._pool.connection() as conn:
                 conn.execute("select pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
                 for month in sorted(missing):
-                    for table in ("records", "sales"):
+                    for table in self._tables:
                         conn.execute(partition_ddl(table, month))
         except _Unavailable as err:
             raise StorageUnavailable(f"PostgreSQL: {err}") from err
@@ -194,8 +248,9 @@ class PostgresStorage:
                     for row in copy_rows(records):
                         copy.write_row(row)
                 new = {row[0] for row in conn.execute(
-                    _INSERT_RECORDS, [store_id, terminal_id]).fetchall()}
-                conn.execute(self._upsert_sales, [store_id, terminal_id])
+                    self._insert, [store_id, terminal_id]).fetchall()}
+                if self._upsert_sales is not None:
+                    conn.execute(self._upsert_sales, [store_id, terminal_id])
         except _Unavailable as err:
             raise StorageUnavailable(f"PostgreSQL: {err}") from err
         except (psycopg.DataError, psycopg.IntegrityError) as err:
@@ -207,10 +262,7 @@ class PostgresStorage:
     def day(self, store_id: str, day: str) -> tuple[list[StateRow], dict[str, str]]:
         try:
             with self._pool.connection() as conn:
-                rows = conn.execute(
-                    "select terminal_id, state, count(*), coalesce(sum(amount_fen), 0) "
-                    "from sales where store_id = %s and day = %s group by terminal_id, state",
-                    [store_id, day]).fetchall()
+                rows = conn.execute(self._day_sales, [store_id, day]).fetchall()
                 summaries = conn.execute(
                     "select terminal_id, body::text from records where store_id = %s "
                     "and day = %s and type = 'daily_summary' order by seq",

@@ -44,7 +44,7 @@ ROOT = Path(__file__).parents[2]
           "baseline: daily_report over Sale objects", "20,000 sales over one day"]),
         (["pg_body_type.py", "--quick"], ["jsonb", "json", "µs per row"]),
         (["hq_store_parts.py", "--quick"],
-         ["check the records (parse_batch)", "insert into records", "upsert into sales",
+         ["check the records (parse_batch)", "insert into records",
           "PostgreSQL's CPU over them", "baseline: store() whole, wall"]),
         (["reconcile.py", "--quick"],
          ["posd reconcile, whole run", "parse + match (core)",
