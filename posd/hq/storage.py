@@ -2,8 +2,8 @@
 """What the HQ receiver needs from a database, and the day totals it computes from it.
 
 Two implementations: :class:`posd.hq.sqlite.SqliteStorage` (the embedded default) and
-:class:`posd.hq.postgres.PostgresStorage` (production: any number of receiver processes
-over one PostgreSQL). Both keep two tables:
+:class:`posd.hq.postgres.PostgresStorage` (production: any number of receiver
+processes over one PostgreSQL). SQLite keeps two tables:
 
 - ``records``: every record as received, keyed by (store_id, terminal_id, record_id).
   Inserting an existing key does nothing, so replays, duplicates and batches that arrive
@@ -14,7 +14,11 @@ over one PostgreSQL). Both keep two tables:
   out_trade_no), from the record with the highest ``seq`` (a sale recorded as
   needs_attention and later as paid is counted once, as paid, whatever the arrival order).
 
-Nothing lives in a receiver's memory between requests: the totals are SQL over ``sales``.
+PostgreSQL keeps ``records`` only, partitioned by month, a sale's state, amount and channel
+in its records' rows; its day totals take each sale's record with the highest ``seq``, the
+same answer (posd/hq/postgres.py).
+
+Nothing lives in a receiver's memory between requests: the totals are SQL.
 """
 
 from __future__ import annotations
