@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.responses import Response  # noqa: E402
 
 from bench.figures import command_line, machine, table  # noqa: E402
 from bench.hq_chain import STORE, encoded_batches, fill, postgres_cpu  # noqa: E402
@@ -74,9 +74,10 @@ def receiver_steps(raw: bytes) -> list[tuple[str, float]]:
     return [
         ("decode the body (codec.loads)", _best(lambda: codec.loads(raw), n)),
         ("check the records (parse_batch)", _best(lambda: protocol.parse_batch(data), n)),
-        ("the COPY rows (body encoded)", _best(lambda: pg.copy_rows(good), n)),
+        ("the COPY text (body encoded)", _best(lambda: pg.copy_text(good), n)),
         ("the per-record answer", _best(lambda: server.answer(batch, set(new)), n)),
-        ("its JSON response", _best(lambda: JSONResponse(answer), n)),
+        ("its JSON response", _best(lambda: Response(codec.dumps(answer),
+                                                     media_type="application/json"), n)),
         ("the signature (HMAC-SHA256)", _best(
             lambda: protocol.signature_ok(KEY, raw, protocol.sign(KEY, raw)), n)),
     ]
@@ -101,8 +102,7 @@ def statements(cluster: Cluster,
             with storage._pool.connection() as conn:
                 marks = [time.perf_counter()]
                 with conn.cursor().copy(pg._COPY) as copy:
-                    for row in pg.copy_rows(records):
-                        copy.write_row(row)
+                    copy.write(pg.copy_text(records).encode(conn.info.encoding))
                 marks.append(time.perf_counter())
                 conn.execute(storage._insert, [STORE, TERMINAL]).fetchall()
                 marks.append(time.perf_counter())

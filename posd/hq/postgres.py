@@ -136,11 +136,28 @@ from sales where store_id = %s and day = %s group by terminal_id, state
 _Unavailable = (psycopg.OperationalError, PoolTimeout)
 
 
-def copy_rows(records: Sequence[Record]) -> list[tuple[Any, ...]]:
-    """The staging table's rows for a batch, in ``_COPY``'s column order, each record id
-    once (:func:`unique_records`)."""
-    return [(r.record_id, r.seq, r.type, r.day, body(r), r.out_trade_no, r.state, r.amount,
-             r.channel) for r in unique_records(records)]
+def _text(value: str) -> str:
+    """``value`` as a field of COPY's text format: its backslashes doubled, and the three
+    characters that end a field or a row written as escapes."""
+    return (value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r"))
+
+
+def copy_text(records: Sequence[Record]) -> str:
+    """The staging table's rows for a batch in COPY's text format, in ``_COPY``'s column
+    order, each record id once (:func:`unique_records`): one buffer for the whole batch
+    (psycopg's ``write_row`` per record was a tenth of the receiver's CPU). The protocol's
+    checks leave only the body and the channel free text (record ids, days, numbers, types
+    and states match patterns or fixed sets); those two are escaped."""
+    lines = []
+    for r in unique_records(records):
+        if r.out_trade_no is None:
+            tail = "\\N\t\\N\t\\N\t\\N"
+        else:
+            channel = "\\N" if r.channel is None else _text(r.channel)
+            tail = f"{r.out_trade_no}\t{r.state}\t{r.amount}\t{channel}"
+        lines.append(f"{r.record_id}\t{r.seq}\t{r.type}\t{r.day}\t{_text(body(r))}\t{tail}\n")
+    return "".join(lines)
 
 
 def month_of(day: str) -> date:
@@ -245,8 +262,7 @@ class PostgresStorage:
         try:
             with self._pool.connection() as conn:
                 with conn.cursor().copy(_COPY) as copy:
-                    for row in copy_rows(records):
-                        copy.write_row(row)
+                    copy.write(copy_text(records).encode(conn.info.encoding))
                 new = {row[0] for row in conn.execute(
                     self._insert, [store_id, terminal_id]).fetchall()}
                 if self._upsert_sales is not None:

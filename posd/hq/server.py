@@ -25,7 +25,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from posd.config_base import read_secret
@@ -137,7 +137,7 @@ class _Routes:
 
     # async only to read the raw body, which the signature covers; the database work runs
     # in the thread pool like a plain ``def`` handler's.
-    async def records(self, request: Request) -> JSONResponse:
+    async def records(self, request: Request) -> Response:
         if not _token_ok(request, self.secrets):
             return _error(401, "bearer token missing or not accepted: check hq.token_file")
         if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
@@ -157,7 +157,8 @@ class _Routes:
             log.warning("batch from %s/%s not stored: %s", batch.store_id, batch.terminal_id,
                         err)
             return _error(503, "HQ database unavailable; send the batch again later")
-        return JSONResponse(answer(batch, new, refused))
+        # orjson (posd/hq/codec.py): the standard library's encoder was 4 % of the receiver
+        return Response(codec.dumps(answer(batch, new, refused)), media_type="application/json")
 
     def _day(self, request: Request, store_id: str, day: str) -> dict[str, Any] | JSONResponse:
         if not _token_ok(request, self.secrets):

@@ -253,3 +253,23 @@ def test_partition_ddl_takes_dates_only() -> None:
         "for values from ('2024-12-01') to ('2025-01-01')")
     with pytest.raises(ValueError):
         partition_ddl("records; drop table sales", date(2024, 12, 1))
+
+
+def test_copy_text_keeps_every_character_of_a_body_and_a_channel(
+        storage: PostgresStorage, postgres_url: str) -> None:
+    from posd.hq import codec
+
+    awkward = 'back\\slash \\N tab\tline\nreturn\r "quoted" 收银 \\t'
+    record = sale(1, "2024-03-01")
+    data = record.data | {"note": awkward, "sale": record.data["sale"] | {"channel": awkward}}
+    record = Record(record.record_id, 1, record.day, "sale", data, record.out_trade_no,
+                    "paid", 100, awkward)
+    summary = Record("summary:2024-03-01", 2, "2024-03-01", "daily_summary",
+                     {"note": awkward, "summary": {"total": {}}})
+    assert storage.store("S001", "T01", [record, summary]) == {record.record_id,
+                                                                summary.record_id}
+    with psycopg.connect(postgres_url) as conn:
+        rows = dict((rid, (text, channel, state)) for rid, text, channel, state in conn.execute(
+            "select record_id, body::text, channel, state from records").fetchall())
+    assert rows[record.record_id] == (codec.dumps(data), awkward, "paid")
+    assert rows[summary.record_id] == (codec.dumps(summary.data), None, None)
