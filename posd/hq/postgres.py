@@ -192,12 +192,10 @@ class PostgresStorage:
             self._pool.open(wait=True, timeout=timeout)
             with self._pool.connection() as conn:
                 conn.execute("select pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
+                if not conn.execute(_LAYOUT).fetchall():
+                    conn.execute(_SCHEMA)
                 layout = {name: (kind, body_type)
                           for name, kind, body_type in conn.execute(_LAYOUT).fetchall()}
-                if not layout:
-                    conn.execute(_SCHEMA)
-                    layout = {name: (kind, body_type)
-                              for name, kind, body_type in conn.execute(_LAYOUT).fetchall()}
         except (*_Unavailable, psycopg.Error) as err:
             self._pool.close()
             raise StorageUnavailable(f"cannot use PostgreSQL: {err}") from err

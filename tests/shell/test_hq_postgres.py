@@ -64,6 +64,19 @@ def sale(n: int, day: str, state: str = "paid", seq: int | None = None,
                   "wechat")
 
 
+def assert_attention_then_paid_counts_once(storage: PostgresStorage,
+                                           also: list[Record] | None = None) -> None:
+    """A sale stored as needs_attention (with ``also``), then as paid twice: the day counts
+    it once, as paid."""
+    first = sale(1, "2024-05-01", state="needs_attention", seq=1)
+    assert storage.store("S001", "T01", [first, *(also or [])])
+    paid = Record("sale:x:paid", 2, "2024-05-01", "sale", first.data, first.out_trade_no,
+                  "paid", 100, "wechat")
+    storage.store("S001", "T01", [paid, paid])
+    rows, _ = storage.day("S001", "2024-05-01")
+    assert [(r.state, r.count) for r in rows] == [("paid", 1)]
+
+
 @pytest.fixture(name="storage")
 def _storage(postgres_url: str) -> Iterator[PostgresStorage]:
     storage = PostgresStorage(postgres_url)
@@ -186,13 +199,7 @@ def test_a_database_with_a_sales_table_is_used_as_it_is(postgres_url: str) -> No
     storage = PostgresStorage(postgres_url)
     try:
         assert storage.partitioned and storage.sales_table
-        first = sale(1, "2024-05-01", state="needs_attention", seq=1)
-        assert storage.store("S001", "T01", [first, sale(2, "2024-06-01")])
-        paid = Record("sale:x:paid", 2, "2024-05-01", "sale", first.data, first.out_trade_no,
-                      "paid", 100, "wechat")
-        storage.store("S001", "T01", [paid, paid])
-        rows, _ = storage.day("S001", "2024-05-01")
-        assert [(r.state, r.count) for r in rows] == [("paid", 1)]
+        assert_attention_then_paid_counts_once(storage, also=[sale(2, "2024-06-01")])
     finally:
         storage.close()
     found = partitions(postgres_url)
@@ -208,13 +215,7 @@ def test_a_database_from_before_partitioning_is_used_as_it_is(postgres_url: str)
     storage = PostgresStorage(postgres_url)
     try:
         assert not storage.partitioned
-        first = sale(1, "2024-05-01", state="needs_attention", seq=1)
-        assert storage.store("S001", "T01", [first])
-        paid = Record("sale:x:paid", 2, "2024-05-01", "sale", first.data, first.out_trade_no,
-                      "paid", 100, "wechat")
-        storage.store("S001", "T01", [paid, paid])
-        rows, _ = storage.day("S001", "2024-05-01")
-        assert [(r.state, r.count) for r in rows] == [("paid", 1)]
+        assert_attention_then_paid_counts_once(storage)
     finally:
         storage.close()
     assert partitions(postgres_url) == {}
